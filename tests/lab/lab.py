@@ -30,8 +30,8 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG_PATH = os.environ.get("HVMAINT_LAB_CONFIG", os.path.join(HERE, "lab.json"))
-NETNS_PREFIX = "hvlab-"
-VETH_PREFIX = "hvl-"
+# Every lab's namespaces start with this; a lab config names its own longer prefix (default hvlab-).
+LAB_NETNS_FAMILY = "hvl"
 LIBVIRT_DIRS = {
     # per-host directory name: path it is mounted over inside the host
     "etc-libvirt": "/etc/libvirt",
@@ -83,14 +83,18 @@ class Lab:
         self.ssh_dir = os.path.join(self.state_dir, "ssh")
         self.images_dir = os.path.join(self.state_dir, "images")
         self.state_file = os.path.join(self.state_dir, "state.json")
+        self.netns_prefix = config.get("netns_prefix", "hvlab-")
+        if not self.netns_prefix.startswith(LAB_NETNS_FAMILY):
+            raise LabError("netns_prefix must start with %r" % LAB_NETNS_FAMILY)
+        # Root-side veth names are limited to 15 characters: prefix + host name.
+        self.veth_prefix = config.get("veth_prefix", "hvl-")
 
     # ---- paths and names -------------------------------------------------------------------------------
     def host_dir(self, name):
         return os.path.join(self.state_dir, "hosts", name)
 
-    @staticmethod
-    def netns(name):
-        return NETNS_PREFIX + name
+    def netns(self, name):
+        return self.netns_prefix + name
 
     def controller_pki(self):
         return os.path.join(self.pki_dir, "controller")
@@ -273,7 +277,7 @@ class Lab:
         self.prepare_host_dirs(name)
         ns = self.netns(name)
         run(["ip", "netns", "add", ns])
-        veth = VETH_PREFIX + name
+        veth = self.veth_prefix + name
         run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
         run(["ip", "link", "set", veth, "master", self.config["uplink_bridge"], "up"])
         inside = ["ip", "netns", "exec", ns]
@@ -331,14 +335,36 @@ class Lab:
             "hdir": hdir, "mounts": mounts, "name": name}, 0o755)
 
     def wait_for_libvirt(self, name):
+        """Wait until libvirtd answers over TLS; restart the host's daemons if they died (a test may kill them)."""
         deadline = time.time() + 30
+        restarted = False
         while True:
             result = self.virsh(name, ["uri"], check=False, timeout=15)
             if result.returncode == 0:
                 return
             if time.time() > deadline:
                 raise LabError("libvirtd on %s does not answer over TLS: %s" % (name, result.stderr.strip()))
+            if not restarted and self.daemon_pid(name, "libvirtd") is None:
+                log("restarting libvirtd on %s" % name)
+                if self.daemon_pid(name, "virtlogd") is None:
+                    self.in_host(name, ["virtlogd", "-d", "-p", "/run/libvirt/virtlogd.pid"], check=False)
+                self.in_host(name, ["libvirtd", "-d", "-l", "-p", "/run/libvirt/libvirtd.pid"])
+                restarted = True
             time.sleep(0.5)
+
+    def daemon_pid(self, name, daemon):
+        """The pid of `daemon` (libvirtd or virtlogd) in host `name`, or None when it is not running."""
+        path = os.path.join(self.host_dir(name), "run-libvirt", "%s.pid" % daemon)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                pid = int(handle.read().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            with open("/proc/%d/comm" % pid, encoding="utf-8") as handle:
+                return pid if handle.read().strip() == daemon else None
+        except OSError:
+            return None
 
     def define_host_resources(self, name):
         host = self.hosts[name]
@@ -414,19 +440,22 @@ class Lab:
     def probe_domain_types(self):
         """Find out which virtualization type boots each kind of guest here."""
         probe_host = next(iter(self.hosts))
+        kinds = {guest["kind"] for guest in self.config["guests"]}
         result = {"idle": "qemu", "linux": "qemu"}
         reasons = []
-        if os.path.exists("/dev/kvm"):
-            if self.probe_guest(probe_host, "idle", "kvm"):
-                result["idle"] = "kvm"
-            else:
-                reasons.append("an idle KVM guest would not run")
-            if self.probe_guest(probe_host, "linux", "kvm"):
-                result["linux"] = "kvm"
-            else:
-                reasons.append("a Linux guest under KVM did not answer ping within 20 s (nested KVM)")
-        else:
+        if not os.path.exists("/dev/kvm"):
             reasons.append("/dev/kvm is missing")
+        else:
+            if "idle" in kinds:
+                if self.probe_guest(probe_host, "idle", "kvm"):
+                    result["idle"] = "kvm"
+                else:
+                    reasons.append("an idle KVM guest would not run")
+            if "linux" in kinds:
+                if self.probe_guest(probe_host, "linux", "kvm"):
+                    result["linux"] = "kvm"
+                else:
+                    reasons.append("a Linux guest under KVM did not answer ping within 20 s (nested KVM)")
         result["why"] = "; ".join(reasons) or "KVM works for both"
         return result
 
@@ -584,28 +613,37 @@ class Lab:
                 raise LabError("processes in %s would not die" % ns)
             run(["ip", "netns", "del", ns], check=False)
         # The namespace's end of the veth pair dies with the namespace; the root end follows it.
-        if run(["ip", "link", "show", VETH_PREFIX + name], check=False).returncode == 0:
-            run(["ip", "link", "del", VETH_PREFIX + name], check=False)
+        if run(["ip", "link", "show", self.veth_prefix + name], check=False).returncode == 0:
+            run(["ip", "link", "del", self.veth_prefix + name], check=False)
 
     def down(self):
         if os.geteuid() != 0:
             raise LabError("the lab needs root")
         names = set(self.hosts)
         if os.path.isdir("/run/netns"):
-            names |= {n[len(NETNS_PREFIX):] for n in os.listdir("/run/netns") if n.startswith(NETNS_PREFIX)}
+            names |= {n[len(self.netns_prefix):] for n in os.listdir("/run/netns")
+                      if n.startswith(self.netns_prefix)}
         for name in sorted(names):
             self.stop_host(name)
         # Processes that escaped a namespace (none expected) but still use the lab's files.
-        for pid in lab_processes(self.state_dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for _attempt in range(50):
+            leftovers = lab_processes(self.state_dir)
+            if not leftovers:
+                break
+            for pid in leftovers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
         bridge = self.config["uplink_bridge"]
         if run(["ip", "link", "show", bridge], check=False).returncode == 0:
             run(["ip", "link", "del", bridge])
         state = self.read_state()
-        for path in reversed(state.get("created_mountpoints", [])):
+        other_labs = [n for n in os.listdir("/run/netns")
+                      if n.startswith(LAB_NETNS_FAMILY)] if os.path.isdir("/run/netns") else []
+        # Removing a directory that is a mount point in another lab's namespaces would detach those mounts.
+        for path in ([] if other_labs else reversed(state.get("created_mountpoints", []))):
             try:
                 os.rmdir(path)
             except OSError:
