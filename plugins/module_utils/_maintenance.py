@@ -1,0 +1,54 @@
+# -*- coding: utf-8 -*-
+# Private to hvmaint.libvirt: not a public API, may change without notice.
+"""The maintenance mark: a small JSON file kept on the hypervisor itself.
+
+It lives beside libvirt's own state so that every job and every controller that looks at the host sees it,
+and it goes away only when someone clears it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+DEFAULT_MARK_PATH = "/var/lib/libvirt/hvmaint/maintenance.json"
+
+
+def read_mark(path=DEFAULT_MARK_PATH):
+    """The mark as a dict ({since, reason, by, ...}), or None when the host is not under maintenance."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            mark = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        # A mark that cannot be read still means someone meant to mark the host: never treat it as absent.
+        return {"since": None, "reason": "unreadable maintenance mark at %s: %s" % (path, exc), "by": None}
+    return mark if isinstance(mark, dict) else {"since": None, "reason": str(mark), "by": None}
+
+
+def write_mark(mark, path=DEFAULT_MARK_PATH):
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    # Write then rename, so a reader never sees half a mark.
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".maintenance-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(mark, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def clear_mark(path=DEFAULT_MARK_PATH):
+    """Remove the mark; True when there was one."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True

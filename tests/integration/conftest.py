@@ -1,0 +1,87 @@
+"""Fixtures for tests that run against the lab (tests/lab/lab up).
+
+The lab is named by HVMAINT_LAB_CONFIG (default tests/lab/lab.json); tests derive host names, guests and
+addresses from it rather than assuming the default lab.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LAB_DIR = os.path.join(REPO, "tests", "lab")
+
+
+def _load_lab_module():
+    spec = importlib.util.spec_from_file_location("hvmaint_lab", os.path.join(LAB_DIR, "lab.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["hvmaint_lab"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+lab_module = _load_lab_module()
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The running lab (a tests/lab/lab.py Lab); skips when it is not up."""
+    the_lab = lab_module.Lab(lab_module.load_config())
+    down = [name for name in the_lab.hosts if the_lab.host_pid(name) is None]
+    if down:
+        pytest.skip("the lab is not up (hosts %s down): run tests/lab/lab up" % ", ".join(down))
+    return the_lab
+
+
+@pytest.fixture(scope="session")
+def ansible_env():
+    env = dict(os.environ)
+    env["ANSIBLE_COLLECTIONS_PATH"] = os.path.join(REPO, ".tmp", "collections")
+    env["ANSIBLE_CONFIG"] = os.path.join(REPO, "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    return env
+
+
+def run_ansible(args, env, check=True, timeout=900):
+    """Run an ansible command from the venv; returns the CompletedProcess."""
+    binary = os.path.join(os.path.dirname(sys.executable), args[0])
+    result = subprocess.run([binary] + list(args[1:]), cwd=REPO, env=env, text=True, timeout=timeout,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s" % (" ".join(args), result.returncode, result.stdout[-6000:]))
+    return result
+
+
+def ansible_module_json(lab, host, module, module_args, env, check=True, check_mode=False, diff=False):
+    """Run one module on one lab host through ansible-playbook; returns its registered result dict."""
+    inventory = os.path.join(lab.state_dir, "inventory.yml")
+    with tempfile.TemporaryDirectory() as work:
+        out = os.path.join(work, "result.json")
+        play = [{
+            "hosts": host, "gather_facts": False,
+            "tasks": [
+                {"name": "run", module: module_args, "register": "result", "ignore_errors": True,
+                 "check_mode": check_mode, "diff": diff},
+                {"name": "save", "ansible.builtin.copy": {"content": "{{ result | to_json }}", "dest": out},
+                 "delegate_to": "localhost"},
+            ],
+        }]
+        playbook = os.path.join(work, "play.yml")
+        with open(playbook, "w", encoding="utf-8") as handle:
+            json.dump(play, handle)
+        result = run_ansible(["ansible-playbook", "-i", inventory, playbook], env, check=False)
+        if not os.path.exists(out):
+            raise AssertionError("no result from %s on %s:\n%s" % (module, host, result.stdout[-4000:]))
+        with open(out, encoding="utf-8") as handle:
+            host_result = json.load(handle)
+    if check and host_result.get("failed"):
+        raise AssertionError("%s failed on %s: %s" % (module, host, host_result.get("msg")))
+    return host_result
