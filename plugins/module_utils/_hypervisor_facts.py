@@ -425,7 +425,7 @@ def gather_vm(dom, pools, local, include_xml=False):
 
     xml_text = dom.XMLDesc(0)
     vm = parse_domain(xml_text, pools, local_filesystem_of if local else None)
-    state, _reason = dom.state()
+    state = dom.state()[0]
     vm["state"] = DOMAIN_STATES[state] if 0 <= state < len(DOMAIN_STATES) else "nostate"
     vm["persistent"] = bool(dom.isPersistent())
     vm["autostart"] = bool(dom.autostart()) if vm["persistent"] else False

@@ -21,8 +21,8 @@ description:
     (home host, tier, group, recent moves).
   - Bridges, the maintenance mark and the file system of disks outside storage pools are read from the local
     machine, so they are only reported when the module runs on the hypervisor (the default O(uri)); over a
-    remote URI, bridges come from libvirt's interface driver and O(hypervisor.maintenance) is V(null).
-author: hvmaint.libvirt maintainers
+    remote URI, bridges come from libvirt's interface driver and RV(hypervisor.maintenance) is V(null).
+author: hvmaint.libvirt maintainers (@hvmaint)
 extends_documentation_fragment:
   - hvmaint.libvirt.connection
   - hvmaint.libvirt.attributes
@@ -36,7 +36,7 @@ options:
     elements: str
   include_xml:
     description:
-      - Also return each VM's full domain XML as RV(hypervisor.vms[].xml).
+      - Also return each VM's full domain XML as C(xml) in each entry of RV(hypervisor.vms).
     type: bool
     default: false
 seealso:
@@ -82,7 +82,7 @@ hypervisor:
       type: str
       sample: 7.2.0
     cpu:
-      description: The host CPU, with RV(hypervisor.cpu.virtualization_extension) V(vmx), V(svm) or V(null).
+      description: The host CPU; its C(virtualization_extension) is V(vmx), V(svm) or V(null).
       type: dict
       sample: {vendor: AMD, model: EPYC-Rome, virtualization_extension: svm, count: 64}
     memory_total_mib:
