@@ -52,3 +52,40 @@ def clear_mark(path=DEFAULT_MARK_PATH):
     except FileNotFoundError:
         return False
     return True
+
+
+def default_actor():
+    """Who is acting: the AWX/Tower user of the job when there is one, else the login name."""
+    import getpass
+
+    for variable in ("AWX_USER_NAME", "TOWER_USER_NAME", "SUDO_USER", "USER"):
+        if os.environ.get(variable):
+            return os.environ[variable]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def apply_mark(state, reason, by, path=DEFAULT_MARK_PATH, check_mode=False, now=None):
+    """Set or clear the mark; returns {changed, maintenance, previous}."""
+    import socket
+    import time
+
+    previous = read_mark(path)
+    if state == "absent":
+        if previous is not None and not check_mode:
+            clear_mark(path)
+        return {"changed": previous is not None, "maintenance": None, "previous": previous}
+    mark = dict(previous or {})
+    if not previous:
+        mark["since"] = now or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        mark["by"] = by or default_actor()
+        mark["host"] = socket.gethostname()
+    elif by:
+        mark["by"] = by
+    mark["reason"] = reason
+    changed = mark != previous
+    if changed and not check_mode:
+        write_mark(mark, path)
+    return {"changed": changed, "maintenance": mark, "previous": previous}

@@ -1,0 +1,55 @@
+# -*- coding: utf-8 -*-
+# Private to hvmaint.libvirt: not a public API, may change without notice.
+"""The audit ledger: one JSON object per line, appended under an exclusive lock.
+
+Two jobs that append at once (two AWX jobs draining two hosts) each take the lock for the whole batch, so
+lines are never interleaved or torn.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+
+# The fields every entry carries, in this order, V(null) when unknown.
+FIELDS = ("time", "vm", "uuid", "source", "destination", "tier", "outcome", "duration_s", "downtime_ms",
+          "data_bytes", "job", "operation")
+
+
+def normalise(entry):
+    """Keep the known fields first and in order, then any extra ones."""
+    line = {field: entry.get(field) for field in FIELDS}
+    line.update({k: v for k, v in entry.items() if k not in line})
+    return line
+
+
+def append_entries(path, entries):
+    """Append entries to the ledger at `path`; returns how many were written."""
+    if not entries:
+        return 0
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    payload = "".join(json.dumps(normalise(e), sort_keys=False, separators=(",", ":")) + "\n" for e in entries)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = payload.encode("utf-8")
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # closing releases the lock
+    return len(entries)
+
+
+def read_entries(path):
+    """Every entry of the ledger, oldest first ([] when there is no ledger yet)."""
+    try:
+        handle = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        return [json.loads(line) for line in handle if line.strip()]

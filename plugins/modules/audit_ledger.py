@@ -1,0 +1,94 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hvmaint.libvirt maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: audit_ledger
+short_description: Append VM moves to an audit ledger, or read it
+version_added: 0.1.0
+description:
+  - The ledger is a JSON-lines file at a path you choose; each line is one move with its time, VM, UUID, source,
+    destination, tier, outcome, duration, downtime and data moved.
+  - Appends take an exclusive lock on the file, so two jobs that append at once never interleave their lines.
+  - The collection's roles call it on the controller (C(delegate_to: localhost)) after every wave.
+author: hvmaint.libvirt maintainers (@hvmaint)
+extends_documentation_fragment:
+  - hvmaint.libvirt.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: Every run with O(state=present) appends its entries again; a ledger records events, not state.
+options:
+  path:
+    description: The ledger file. Its directory is created when missing.
+    type: path
+    required: true
+  entries:
+    description:
+      - Entries to append. Known keys are C(time), C(vm), C(uuid), C(source), C(destination), C(tier), C(outcome),
+        C(duration_s), C(downtime_ms), C(data_bytes), C(job), C(operation); other keys are kept as given.
+    type: list
+    elements: dict
+    default: []
+  state:
+    description: V(present) appends O(entries); V(read) returns the ledger in RV(entries) and changes nothing.
+    type: str
+    choices: [present, read]
+    default: present
+"""
+
+EXAMPLES = r"""
+- name: Record the moves of a wave
+  hvmaint.libvirt.audit_ledger:
+    path: /var/log/hvmaint/ledger.jsonl
+    entries: "{{ wave_result.migrations }}"
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+appended:
+  description: How many entries were appended.
+  returned: O(state=present)
+  type: int
+  sample: 3
+entries:
+  description: The ledger's entries, oldest first.
+  returned: O(state=read)
+  type: list
+  elements: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import append_entries, read_entries
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            entries=dict(type="list", elements="dict", default=[]),
+            state=dict(type="str", choices=["present", "read"], default="present"),
+        ),
+        supports_check_mode=True,
+    )
+    path = module.params["path"]
+    try:
+        if module.params["state"] == "read":
+            module.exit_json(changed=False, entries=read_entries(path))
+        entries = module.params["entries"]
+        appended = len(entries) if module.check_mode else append_entries(path, entries)
+    except (OSError, ValueError) as exc:
+        module.fail_json(msg="cannot use the audit ledger at %s: %s" % (path, exc))
+    module.exit_json(changed=bool(appended), appended=appended)
+
+
+if __name__ == "__main__":
+    main()

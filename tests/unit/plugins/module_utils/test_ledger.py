@@ -1,0 +1,40 @@
+"""The audit ledger keeps every line whole when several processes append at once."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils import _ledger as ledger
+
+
+def _writer(path, writer, count):
+    for batch in range(count):
+        ledger.append_entries(path, [{"vm": "vm-%d-%d-%d" % (writer, batch, i), "outcome": "migrated",
+                                      "note": "x" * 3000} for i in range(5)])
+
+
+def test_concurrent_appends_are_never_torn(tmp_path):
+    path = str(tmp_path / "ledger.jsonl")
+    processes = [multiprocessing.Process(target=_writer, args=(path, w, 20)) for w in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    assert len(lines) == 4 * 20 * 5
+    entries = [json.loads(line) for line in lines]
+    assert len({e["vm"] for e in entries}) == 400
+    # A batch is written under one lock: its five entries stay together.
+    for start in range(0, 400, 5):
+        assert len({e["vm"].rsplit("-", 1)[0] for e in entries[start:start + 5]}) == 1
+
+
+def test_known_fields_come_first_and_extra_fields_are_kept(tmp_path):
+    path = str(tmp_path / "sub" / "ledger.jsonl")
+    ledger.append_entries(path, [{"destination": "hv2", "vm": "a", "custom": 1}])
+    (entry,) = ledger.read_entries(path)
+    assert list(entry)[:len(ledger.FIELDS)] == list(ledger.FIELDS)
+    assert entry["custom"] == 1 and entry["time"] is None
+    assert ledger.read_entries(str(tmp_path / "missing.jsonl")) == []

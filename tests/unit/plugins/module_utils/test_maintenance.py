@@ -1,0 +1,44 @@
+"""The maintenance mark on a host: set once, kept, updated, cleared; check mode writes nothing."""
+
+from __future__ import annotations
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils import _maintenance as maintenance
+
+
+def test_mark_then_mark_again_is_unchanged(tmp_path):
+    path = str(tmp_path / "hvmaint" / "maintenance.json")
+    first = maintenance.apply_mark("present", "firmware", "alice", path, now="2026-11-25T10:00:00Z")
+    assert first["changed"] and first["previous"] is None
+    assert maintenance.read_mark(path)["since"] == "2026-11-25T10:00:00Z"
+    again = maintenance.apply_mark("present", "firmware", None, path, now="2026-11-25T11:00:00Z")
+    assert not again["changed"]
+    assert again["maintenance"]["since"] == "2026-11-25T10:00:00Z"
+    assert again["maintenance"]["by"] == "alice"
+
+
+def test_new_reason_updates_the_mark_and_keeps_since(tmp_path):
+    path = str(tmp_path / "m.json")
+    maintenance.apply_mark("present", "firmware", "alice", path, now="2026-11-25T10:00:00Z")
+    updated = maintenance.apply_mark("present", "kernel", "bob", path)
+    assert updated["changed"]
+    assert maintenance.read_mark(path) == dict(updated["maintenance"], since="2026-11-25T10:00:00Z")
+    assert updated["maintenance"]["by"] == "bob"
+
+
+def test_clear_and_check_mode(tmp_path):
+    path = str(tmp_path / "m.json")
+    assert maintenance.apply_mark("present", "x", "a", path, check_mode=True)["changed"]
+    assert maintenance.read_mark(path) is None
+    maintenance.apply_mark("present", "x", "a", path)
+    cleared = maintenance.apply_mark("absent", None, None, path, check_mode=True)
+    assert cleared["changed"] and maintenance.read_mark(path) is not None
+    assert maintenance.apply_mark("absent", None, None, path)["changed"]
+    assert maintenance.read_mark(path) is None
+    assert not maintenance.apply_mark("absent", None, None, path)["changed"]
+
+
+def test_unreadable_mark_still_counts_as_maintenance(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text("{not json")
+    mark = maintenance.read_mark(str(path))
+    assert mark is not None and "unreadable" in mark["reason"]
