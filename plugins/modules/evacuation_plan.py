@@ -1,0 +1,371 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hvmaint.libvirt maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: evacuation_plan
+short_description: Plan where each VM goes, and in which order, to empty a hypervisor or bring its VMs home
+version_added: 0.1.0
+author: hvmaint.libvirt maintainers (@hvmaint)
+extends_documentation_fragment:
+  - hvmaint.libvirt.attributes
+  - hvmaint.libvirt.attributes.INFO_MODULE
+description:
+  - With O(source), plans the drain of that host; with O(return_to), plans bringing back every VM whose
+    C(metadata.home) is that host, wherever it now runs.
+  - Pure computation on hypervisor facts (the RV(hvmaint.libvirt.hypervisor_info#module:hypervisor) results of
+    M(hvmaint.libvirt.hypervisor_info)); it talks to no host, so run it on the controller
+    (C(delegate_to=localhost), C(run_once=true)). The same facts always give the same plan, whatever their
+    order.
+  - Tier by tier in O(tier_order), most important first, and within a tier the biggest VM first, each VM goes to
+    the compatible host with the most free memory. For the first tier (V(critical) by default), hosts holding no
+    VM of that tier come first, so the most important VMs spread out.
+  - A destination is compatible when M(hvmaint.libvirt.migration_readiness) finds no blocker for the pair
+    (networks, bridges, storage pools, machine type, KVM, architecture, CPU from O(cpu_matrix)), and it has room
+    for the VM's memory and vCPUs given what the plan has already put there.
+  - Moves come in waves, one tier per wave (split further by O(max_wave_size)); shut-off VMs (definition-only
+    moves) come in waves of their own after the live ones.
+options:
+  hosts:
+    description:
+      - Facts of every host to consider, including the one drained and all destinations.
+    type: list
+    elements: dict
+    required: true
+  source:
+    description:
+      - Name of the host to drain. Exactly one of O(source) and O(return_to) is required.
+    type: str
+  return_to:
+    description:
+      - Name of the host to bring VMs home to. Every VM whose C(metadata.home) is this host and that runs
+        elsewhere is planned to come back, most important first, as long as the host has room.
+      - VMs that do not fit are listed in RV(cannot_return).
+    type: str
+  tier_order:
+    description:
+      - Tier names, most important first.
+    type: list
+    elements: str
+    default: [critical, high, normal, low]
+  tiers:
+    description:
+      - Tier name to a list of VM names or shell-style patterns (V(db*)).
+      - This mapping wins over the VM's C(metadata.tier); a VM matching several tiers gets the most important.
+      - A tier not in O(tier_order) fails the task, and so does a C(metadata.tier) not in O(tier_order) on a VM
+        to be moved.
+    type: dict
+  default_tier:
+    description:
+      - Tier of VMs that neither O(tiers) nor C(metadata.tier) place.
+    type: str
+    default: normal
+  anti_affinity:
+    description:
+      - Group name to a list of VM names or patterns. VMs of a group avoid hosts that already run a member,
+        including members that are not being moved.
+      - This mapping wins over the VM's C(metadata.group) when it names the VM.
+    type: dict
+  strict_anti_affinity:
+    description:
+      - When no host with room is free of the group, V(false) places the VM anyway and warns, V(true) makes it
+        unplaceable.
+    type: bool
+    default: false
+  unplaceable_policy:
+    description:
+      - Tier name to what to do with a running VM that has nowhere to go.
+      - V(fail) makes the whole plan not OK (RV(ok=false)) and plans no move at all.
+      - V(shutdown) shuts it down on the drained host (start it again on return), V(suspend) saves it to disk
+        there (restore on return), V(leave) leaves it running (the host will not be empty); these come back in
+        RV(actions).
+      - Tiers not named get V(fail).
+      - Only used with O(source).
+    type: dict
+  shutoff_vms:
+    description:
+      - V(move) moves the definition of shut-off VMs (offline migration, nothing runs) to a compatible host,
+        keeping room to start them there when it can; V(leave) leaves them defined where they are.
+      - A shut-off VM that cannot move (host-local disk, passthrough device, no compatible host) is left, with a
+        warning; it never makes the plan fail.
+    type: str
+    choices: [move, leave]
+    default: move
+  exclude_hosts:
+    description:
+      - Hosts that must never be destinations. Hosts under maintenance never are.
+    type: list
+    elements: str
+  host_overrides:
+    description:
+      - Per host name, C(memory_mib) and/or C(vcpus) to plan with instead of the facts' C(memory_total_mib) and
+        C(cpu.count).
+    type: dict
+  memory_overcommit:
+    description:
+      - Memory a host may promise to VMs, as a multiple of its declared memory.
+    type: float
+    default: 1.0
+  memory_reserve_mib:
+    description:
+      - Memory kept for the host itself, in MiB.
+    type: int
+    default: 1024
+  vcpu_overcommit:
+    description:
+      - vCPUs a host may run, as a multiple of its logical CPUs.
+    type: float
+    default: 4.0
+  bandwidth_mib_s:
+    description:
+      - Throughput of one migration in MiB/s, for the predicted times. Pass a measured figure when known.
+    type: float
+    default: 100
+  max_parallel_per_source:
+    description:
+      - Migrations a source host runs at once, for the predicted times.
+    type: int
+    default: 2
+  max_wave_size:
+    description:
+      - Split a tier's moves into waves of at most this many VMs. Default is one wave per tier.
+    type: int
+  cpu_matrix:
+    description:
+      - The RV(hvmaint.libvirt.cpu_compat#module:matrix) of M(hvmaint.libvirt.cpu_compat); a pair marked
+        C(compatible=false) is never planned (unless its C(result) is V(error), which means not judged).
+    type: list
+    elements: dict
+notes:
+  - Free memory of a host is O(memory_overcommit) times its declared memory, minus O(memory_reserve_mib), minus
+    the memory of the VMs it runs and of the VMs the plan sends there.
+  - Predicted times are lower bounds, one pass over each VM's memory (and host-local disks to copy) at
+    O(bandwidth_mib_s), O(max_parallel_per_source) at once, waves one after the other.
+  - VMs in a state that cannot move (crashed, guest-suspended, shutting down) and VMs with passthrough devices are
+    unplaceable and get their tier's O(unplaceable_policy).
+seealso:
+  - module: hvmaint.libvirt.migration_readiness
+  - module: hvmaint.libvirt.hypervisor_info
+"""
+
+EXAMPLES = r"""
+- name: Plan the drain of hv1
+  hvmaint.libvirt.evacuation_plan:
+    hosts: "{{ ansible_play_hosts | map('extract', hostvars, ['hv', 'hypervisor']) | list }}"
+    source: hv1
+    tiers:
+      critical: ["db*", dns1]
+    anti_affinity:
+      dns: ["dns*"]
+    unplaceable_policy:
+      critical: fail
+      high: fail
+      normal: shutdown
+      low: leave
+    max_wave_size: 10
+  delegate_to: localhost
+  run_once: true
+  register: plan
+
+- name: Show the plan
+  ansible.builtin.debug:
+    var: plan.summary_lines
+  run_once: true
+
+- name: Stop when the plan cannot be carried out
+  ansible.builtin.assert:
+    that: plan.ok
+    fail_msg: "{{ plan.unplaceable }}"
+  run_once: true
+
+- name: Plan bringing hv1's VMs home after the maintenance
+  hvmaint.libvirt.evacuation_plan:
+    hosts: "{{ ansible_play_hosts | map('extract', hostvars, ['hv', 'hypervisor']) | list }}"
+    return_to: hv1
+  delegate_to: localhost
+  run_once: true
+  register: homecoming
+"""
+
+RETURN = r"""
+ok:
+  description:
+    - Drain - V(false) when a VM whose tier policy is V(fail) cannot be placed; then RV(waves), RV(moves) and
+      RV(actions) are empty and nothing should move.
+    - Return - V(false) when the home host cannot take VMs at all (still under maintenance, or without known
+      memory); VMs that do not fit are in RV(cannot_return) and do not make it V(false).
+  returned: success
+  type: bool
+direction:
+  description: V(drain) or V(return).
+  returned: success
+  type: str
+waves:
+  description: Moves grouped in the order to run them.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    wave:
+      description: Wave number, from 1.
+      type: int
+    tier:
+      description: Tier of every VM in the wave.
+      type: str
+    mode:
+      description: V(live) or V(offline) (definition-only moves of shut-off VMs).
+      type: str
+    predicted_seconds:
+      description: Predicted duration of the wave.
+      type: int
+    moves:
+      description: The moves, as in RV(moves).
+      type: list
+      elements: dict
+moves:
+  description: Every move, in order.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    vm:
+      description: VM name.
+      type: str
+    uuid:
+      description: VM UUID.
+      type: str
+    source:
+      description: Host the VM leaves.
+      type: str
+    destination:
+      description: Host the VM goes to.
+      type: str
+    tier:
+      description: The VM's tier.
+      type: str
+    mode:
+      description: V(live) or V(offline).
+      type: str
+    state:
+      description: The VM's state.
+      type: str
+    reason:
+      description: Why that host, in words.
+      type: str
+      sample: most free memory among 3 compatible hosts (12.1 GiB free after)
+    memory_mib:
+      description: The VM's memory.
+      type: int
+    vcpus:
+      description: The VM's vCPUs.
+      type: int
+    estimated_seconds:
+      description: Predicted duration of the move (0 for an offline move).
+      type: int
+    warnings:
+      description: Readiness warnings for this move, as C(code) and C(reason).
+      type: list
+      elements: dict
+    wave:
+      description: Wave number.
+      type: int
+    order:
+      description: Position in RV(moves), from 1.
+      type: int
+unplaceable:
+  description: Running VMs of the drained host with nowhere to go, with their tier's policy and the reasons.
+  returned: success
+  type: list
+  elements: dict
+actions:
+  description: >-
+    What to do with VMs that stay on their host: C(action) is V(shutdown), V(suspend) or V(leave), with C(vm),
+    C(uuid), C(host), C(tier) and C(reason).
+  returned: success
+  type: list
+  elements: dict
+cannot_return:
+  description: With O(return_to), VMs that cannot come home and why.
+  returned: success
+  type: list
+  elements: dict
+plan_warnings:
+  description:
+    - What to read before carrying out the plan (anti-affinity not honoured, disks to copy, older QEMU, CPU not
+      checked, ...). Named so because Ansible reserves C(warnings).
+  returned: success
+  type: list
+  elements: str
+excluded_destinations:
+  description: Hosts that were not destinations and why (maintenance, O(exclude_hosts), unknown memory).
+  returned: success
+  type: list
+  elements: dict
+predicted_seconds:
+  description: Predicted duration of all waves, one after the other.
+  returned: success
+  type: int
+summary_lines:
+  description: The plan as a plain-text table, for C(ansible.builtin.debug).
+  returned: success
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan import (
+    plan_evacuation,
+    plan_return,
+)
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            hosts=dict(type="list", elements="dict", required=True),
+            source=dict(type="str"),
+            return_to=dict(type="str"),
+            tier_order=dict(type="list", elements="str", default=["critical", "high", "normal", "low"]),
+            tiers=dict(type="dict"),
+            default_tier=dict(type="str", default="normal"),
+            anti_affinity=dict(type="dict"),
+            strict_anti_affinity=dict(type="bool", default=False),
+            unplaceable_policy=dict(type="dict"),
+            shutoff_vms=dict(type="str", choices=["move", "leave"], default="move"),
+            exclude_hosts=dict(type="list", elements="str"),
+            host_overrides=dict(type="dict"),
+            memory_overcommit=dict(type="float", default=1.0),
+            memory_reserve_mib=dict(type="int", default=1024),
+            vcpu_overcommit=dict(type="float", default=4.0),
+            bandwidth_mib_s=dict(type="float", default=100),
+            max_parallel_per_source=dict(type="int", default=2),
+            max_wave_size=dict(type="int"),
+            cpu_matrix=dict(type="list", elements="dict"),
+        ),
+        mutually_exclusive=[("source", "return_to")],
+        required_one_of=[("source", "return_to")],
+        supports_check_mode=True,
+    )
+    options = dict(module.params)
+    hosts = options.pop("hosts")
+    source = options.pop("source")
+    return_to = options.pop("return_to")
+    try:
+        if source is not None:
+            result = plan_evacuation(hosts, source, **options)
+        else:
+            result = plan_return(hosts, return_to, **options)
+    except HvmaintError as e:
+        module.fail_json(msg=str(e))
+    # Ansible treats a top-level "warnings" key as the module's own warnings.
+    result["plan_warnings"] = result.pop("warnings")
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
