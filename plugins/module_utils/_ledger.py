@@ -53,3 +53,33 @@ def read_entries(path):
     with handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def entries_from_migrations(migrations, tiers=None, operation=None, job=None, now=None):
+    """Ledger entries from hvmaint.libvirt.live_migrate's `migrations` results."""
+    import time
+
+    tiers = tiers or {}
+    entries = []
+    for migration in migrations:
+        if migration.get("outcome") in (None, "would_migrate"):
+            continue
+        finished = migration.get("finished_at")
+        stamp = time.gmtime(finished) if finished else time.gmtime(now) if now else time.gmtime()
+        entries.append({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp),
+            "vm": migration.get("name"),
+            "uuid": migration.get("uuid"),
+            "source": migration.get("source"),
+            "destination": migration.get("destination"),
+            "tier": tiers.get(migration.get("name")),
+            "outcome": migration.get("outcome"),
+            "duration_s": migration.get("elapsed_s"),
+            "downtime_ms": migration.get("downtime_ms"),
+            "data_bytes": migration.get("data_transferred_bytes"),
+            "job": job,
+            "operation": operation,
+            "started_at": migration.get("started_at"),
+            "error": migration.get("error"),
+        })
+    return entries

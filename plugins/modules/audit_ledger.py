@@ -37,6 +37,23 @@ options:
     type: list
     elements: dict
     default: []
+  migrations:
+    description:
+      - The RV(hvmaint.libvirt.live_migrate#module:migrations) results of M(hvmaint.libvirt.live_migrate), turned into
+        entries (check-mode results are skipped). Appended after O(entries).
+    type: list
+    elements: dict
+    default: []
+  tiers:
+    description: VM name to tier, for the entries made from O(migrations).
+    type: dict
+    default: {}
+  operation:
+    description: What the moves were part of (for example V(drain) or V(return)), recorded in each entry.
+    type: str
+  job:
+    description: An identifier of the job (defaults to the AWX/Tower job id from the environment, when there is one).
+    type: str
   state:
     description: V(present) appends O(entries); V(read) returns the ledger in RV(entries) and changes nothing.
     type: str
@@ -48,7 +65,15 @@ EXAMPLES = r"""
 - name: Record the moves of a wave
   hvmaint.libvirt.audit_ledger:
     path: /var/log/hvmaint/ledger.jsonl
-    entries: "{{ wave_result.migrations }}"
+    migrations: "{{ wave_result.migrations }}"
+    operation: drain
+  delegate_to: localhost
+
+- name: Record a move made by other means
+  hvmaint.libvirt.audit_ledger:
+    path: /var/log/hvmaint/ledger.jsonl
+    entries:
+      - {time: "2026-11-25T12:00:00Z", vm: web1, source: hv1, destination: hv2, outcome: migrated}
   delegate_to: localhost
 """
 
@@ -67,7 +92,13 @@ entries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import append_entries, read_entries
+import os
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import (
+    append_entries,
+    entries_from_migrations,
+    read_entries,
+)
 
 
 def main():
@@ -75,6 +106,10 @@ def main():
         argument_spec=dict(
             path=dict(type="path", required=True),
             entries=dict(type="list", elements="dict", default=[]),
+            migrations=dict(type="list", elements="dict", default=[]),
+            tiers=dict(type="dict", default={}),
+            operation=dict(type="str"),
+            job=dict(type="str"),
             state=dict(type="str", choices=["present", "read"], default="present"),
         ),
         supports_check_mode=True,
@@ -83,7 +118,9 @@ def main():
     try:
         if module.params["state"] == "read":
             module.exit_json(changed=False, entries=read_entries(path))
-        entries = module.params["entries"]
+        job = module.params["job"] or os.environ.get("AWX_JOB_ID") or os.environ.get("JOB_ID")
+        entries = list(module.params["entries"]) + entries_from_migrations(
+            module.params["migrations"], module.params["tiers"], module.params["operation"], job)
         appended = len(entries) if module.check_mode else append_entries(path, entries)
     except (OSError, ValueError) as exc:
         module.fail_json(msg="cannot use the audit ledger at %s: %s" % (path, exc))

@@ -556,6 +556,9 @@ class Lab:
                  "    ansible_ssh_common_args: >-",
                  "      -o UserKnownHostsFile=%s/known_hosts -o StrictHostKeyChecking=yes" % ssh,
                  "    hvmaint_lab_controller_pki: %s" % self.controller_pki(),
+                 "    # The lab's hosts are namespaces of this machine: rebooting one would reboot the machine.",
+                 "    rolling_maintenance_reboot: false",
+                 "    hvmaint_lab: true",
                  "  children:", "    hypervisors:", "      hosts:"]
         for name, host in self.hosts.items():
             lines += ["        %s:" % name,

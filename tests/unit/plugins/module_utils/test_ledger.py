@@ -38,3 +38,15 @@ def test_known_fields_come_first_and_extra_fields_are_kept(tmp_path):
     assert list(entry)[:len(ledger.FIELDS)] == list(ledger.FIELDS)
     assert entry["custom"] == 1 and entry["time"] is None
     assert ledger.read_entries(str(tmp_path / "missing.jsonl")) == []
+
+
+def test_entries_from_live_migrate_results():
+    migrations = [
+        {"name": "db1", "uuid": "u1", "source": "hv1", "destination": "hv2", "outcome": "migrated", "elapsed_s": 2.5,
+         "downtime_ms": 40, "data_transferred_bytes": 1000, "finished_at": 1764072000.0, "started_at": 1764071997.5},
+        {"name": "web1", "outcome": "would_migrate"},
+    ]
+    (entry,) = ledger.entries_from_migrations(migrations, {"db1": "critical"}, "drain", "42")
+    assert entry["time"] == "2025-11-25T12:00:00Z"
+    assert (entry["vm"], entry["tier"], entry["duration_s"], entry["data_bytes"], entry["operation"], entry["job"]) == (
+        "db1", "critical", 2.5, 1000, "drain", "42")
