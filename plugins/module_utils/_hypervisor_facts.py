@@ -188,6 +188,7 @@ def parse_domain(xml_text, pools=(), filesystem_of=None):
         "name": root.findtext("name"),
         "uuid": root.findtext("uuid"),
         "state": None,
+        "job": None,
         "persistent": None,
         "autostart": None,
         "domain_type": root.get("type"),
@@ -420,6 +421,29 @@ def _remote_bridges(conn):
     return sorted(bridges)
 
 
+# virDomainJobOperation numbers that matter here.
+_JOB_OPERATIONS = {3: "migration_in", 4: "migration_out", 5: "save", 6: "restore", 7: "dump", 8: "backup",
+                   9: "snapshot", 10: "snapshot_delete"}
+
+
+def active_job(dom):
+    """The VM's running libvirt job (migration_out, migration_in, save, ...), or None when it has none.
+
+    A migration an interrupted playbook started goes on in libvirt; planners must wait for it, not start another.
+    """
+    import libvirt
+
+    if not dom.isActive():
+        return None
+    try:
+        stats = dom.jobStats(0)
+    except libvirt.libvirtError:
+        return None
+    if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+        return None
+    return _JOB_OPERATIONS.get(stats.get("operation"), "other")
+
+
 def gather_vm(dom, pools, local, include_xml=False):
     import libvirt
 
@@ -429,6 +453,7 @@ def gather_vm(dom, pools, local, include_xml=False):
     vm["state"] = DOMAIN_STATES[state] if 0 <= state < len(DOMAIN_STATES) else "nostate"
     vm["persistent"] = bool(dom.isPersistent())
     vm["autostart"] = bool(dom.autostart()) if vm["persistent"] else False
+    vm["job"] = active_job(dom)
     if dom.isActive():
         for disk in vm["disks"]:
             if disk["target"] and disk["device"] == "disk":

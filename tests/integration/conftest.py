@@ -85,3 +85,69 @@ def ansible_module_json(lab, host, module, module_args, env, check=True, check_m
     if check and host_result.get("failed"):
         raise AssertionError("%s failed on %s: %s" % (module, host, host_result.get("msg")))
     return host_result
+
+
+def clear_maintenance_marks(lab):
+    for host in lab.hosts:
+        mark = os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", "maintenance.json")
+        if os.path.exists(mark):
+            os.unlink(mark)
+
+
+def restore_placement(lab):
+    """Put every lab guest back on the host the lab config gives it, running, and clear maintenance marks.
+
+    Uses plain virsh (not the collection) so that a test never depends on the code it tests to set up."""
+    clear_maintenance_marks(lab)
+    for guest in lab.config["guests"]:
+        name, home = guest["name"], guest["host"]
+        defined, running = lab.locate_guest(name)
+        assert len(running) <= 1 and len(defined) <= 1, "%s is on several hosts: %s %s" % (name, defined, running)
+        where = running[0] if running else (defined[0] if defined else None)
+        assert where is not None, "%s is on no host" % name
+        if where != home:
+            if not running:
+                lab.virsh(where, ["start", name])
+            flags = ["--live", "--p2p", "--persistent", "--undefinesource"]
+            if guest.get("disk_mib"):
+                flags.append("--copy-storage-all")
+            lab.virsh(where, ["migrate"] + flags + [name, "qemu+tls://%s/system" % home], timeout=300)
+        elif not running:
+            lab.virsh(home, ["start", name])
+
+
+@pytest.fixture
+def lab_at_home(lab):
+    """The lab with every guest on its configured host before and after the test."""
+    restore_placement(lab)
+    yield lab
+    restore_placement(lab)
+
+
+def where_is(lab, name):
+    """(defined_on, running_on) for a guest, asserting the collection's promise: one host each, at most."""
+    defined, running = lab.locate_guest(name)
+    assert len(running) <= 1, "%s runs on %s" % (name, running)
+    assert len(defined) <= 1, "%s is defined on %s" % (name, defined)
+    return defined, running
+
+
+def run_playbook(lab, env, playbook, extra_vars=None, check_mode=False, check=True, timeout=900):
+    inventory = os.path.join(lab.state_dir, "inventory.yml")
+    args = ["ansible-playbook", "-i", inventory, os.path.join(REPO, "playbooks", playbook)]
+    if extra_vars:
+        args += ["-e", json.dumps(extra_vars)]
+    if check_mode:
+        args.append("--check")
+    return run_ansible(args, env, check=check, timeout=timeout)
+
+
+def recap(output):
+    """PLAY RECAP counters per host: {host: {ok, changed, failed, ...}}."""
+    counters = {}
+    for line in output.split("PLAY RECAP")[-1].splitlines()[1:]:
+        if ":" not in line:
+            continue
+        host, _, rest = line.partition(":")
+        counters[host.strip()] = {k: int(v) for k, v in (item.split("=") for item in rest.split())}
+    return counters

@@ -1,0 +1,155 @@
+"""The drain and return playbooks on the lab, end to end, as an administrator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO, recap, run_playbook, where_is
+
+pytestmark = pytest.mark.lab
+
+DRAINED = "hv1"
+TIERS = {"critical": ["work*"], "high": ["disk*"], "low": ["idle*"]}
+
+
+def guests_of(lab, host):
+    return [g["name"] for g in lab.config["guests"] if g["host"] == host]
+
+
+def read_ledger(path):
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def mark_of(lab, host):
+    path = os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", "maintenance.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_drain_moves_critical_first_then_return_brings_every_vm_home(lab_at_home, ansible_env, tmp_path):
+    lab = lab_at_home
+    ledger = str(tmp_path / "ledger.jsonl")
+    moved_out = guests_of(lab, DRAINED)
+    assert len(moved_out) >= 3
+
+    drain = run_playbook(lab, ansible_env, "drain_host.yml", {
+        "drain_host_host": DRAINED, "drain_host_tiers": TIERS, "drain_host_ledger": ledger,
+        "drain_host_reason": "test drain"})
+    print(drain.stdout[-3000:])
+
+    # The host is empty of running VMs and marked, and every VM runs on exactly one other host.
+    for name in moved_out:
+        defined, running = where_is(lab, name)
+        assert running and running[0] != DRAINED, "%s still on %s" % (name, DRAINED)
+        assert defined == running
+    assert mark_of(lab, DRAINED)["reason"] == "test drain"
+
+    # Critical first: in the ledger's order, and finished before any lower tier started (waves do not overlap).
+    entries = [e for e in read_ledger(ledger) if e["operation"] == "drain"]
+    assert sorted(e["vm"] for e in entries) == sorted(moved_out)
+    assert all(e["outcome"] == "migrated" for e in entries)
+    tiers_in_order = [e["tier"] for e in entries]
+    rank = {"critical": 0, "high": 1, "normal": 2, "low": 3}
+    assert tiers_in_order == sorted(tiers_in_order, key=rank.get), tiers_in_order
+    critical = [e for e in entries if e["tier"] == "critical"]
+    others = [e for e in entries if e["tier"] != "critical"]
+    assert critical and others
+    assert max(e["started_at"] + e["duration_s"] for e in critical) <= min(e["started_at"] for e in others) + 0.5
+    # ... and they landed where the ledger says, which is where the plan sent them.
+    for entry in entries:
+        assert where_is(lab, entry["vm"])[1] == [entry["destination"]]
+
+    # A host under maintenance is never a destination: a drain of hv2 must not put anything on hv1.
+    back = run_playbook(lab, ansible_env, "return_host.yml", {"return_host_host": DRAINED,
+                                                               "return_host_ledger": ledger})
+    print(back.stdout[-2000:])
+    for name in moved_out:
+        assert where_is(lab, name)[1] == [DRAINED], "%s did not come home" % name
+    assert mark_of(lab, DRAINED) is None
+    returned = [e for e in read_ledger(ledger) if e["operation"] == "return"]
+    assert sorted(e["vm"] for e in returned) == sorted(moved_out)
+
+    again = run_playbook(lab, ansible_env, "return_host.yml", {"return_host_host": DRAINED,
+                                                                "return_host_ledger": ledger})
+    assert all(counters["changed"] == 0 for counters in recap(again.stdout).values()), again.stdout[-3000:]
+    assert len(read_ledger(ledger)) == len(entries) + len(returned)
+
+
+def test_check_mode_shows_the_plan_and_changes_nothing(lab_at_home, ansible_env, tmp_path):
+    lab = lab_at_home
+    ledger = str(tmp_path / "ledger.jsonl")
+    result = run_playbook(lab, ansible_env, "drain_host.yml", {
+        "drain_host_host": DRAINED, "drain_host_tiers": TIERS, "drain_host_ledger": ledger}, check_mode=True)
+    for name in guests_of(lab, DRAINED):
+        assert name in result.stdout  # the plan names every VM it would move
+        assert where_is(lab, name)[1] == [DRAINED]
+    assert mark_of(lab, DRAINED) is None
+    assert not os.path.exists(ledger) or read_ledger(ledger) == []
+
+
+def test_drain_that_cannot_place_a_vm_stops_before_anything_moves(lab_at_home, ansible_env, tmp_path):
+    lab = lab_at_home
+    # Only hv3 may take VMs, and a 1900 MiB reserve leaves it 148 MiB: the 256 MiB workload guest fits nowhere.
+    result = run_playbook(lab, ansible_env, "drain_host.yml", {
+        "drain_host_host": DRAINED, "drain_host_exclude_hosts": ["hv2"], "drain_host_memory_reserve_mib": 1900,
+        "drain_host_tiers": TIERS, "drain_host_ledger": str(tmp_path / "ledger.jsonl")}, check=False)
+    assert result.returncode != 0
+    assert "stops before any VM moves" in result.stdout
+    assert "work1" in result.stdout.split("stops before any VM moves")[1][:400]
+    for name in guests_of(lab, DRAINED):
+        assert where_is(lab, name)[1] == [DRAINED]
+    assert mark_of(lab, DRAINED) is None
+
+
+def test_bad_input_stops_before_anything_moves(lab_at_home, ansible_env, tmp_path):
+    lab = lab_at_home
+    unknown = run_playbook(lab, ansible_env, "drain_host.yml", {"drain_host_host": "hv9"}, check=False)
+    assert unknown.returncode != 0 and "hv9 is not among this play's reachable hypervisors" in unknown.stdout
+    wrong_type = run_playbook(lab, ansible_env, "drain_host.yml", {
+        "drain_host_host": DRAINED, "drain_host_max_parallel": "lots"}, check=False)
+    assert wrong_type.returncode != 0 and "drain_host_max_parallel" in wrong_type.stdout
+    missing = run_playbook(lab, ansible_env, "drain_host.yml", {}, check=False)
+    assert missing.returncode != 0 and "drain_host_host" in missing.stdout
+    for name in guests_of(lab, DRAINED):
+        assert where_is(lab, name)[1] == [DRAINED]
+    assert mark_of(lab, DRAINED) is None
+
+
+def test_drain_killed_mid_wave_completes_when_rerun(lab_at_home, ansible_env, tmp_path):
+    lab = lab_at_home
+    ledger = str(tmp_path / "ledger.jsonl")
+    extra = {"drain_host_host": DRAINED, "drain_host_tiers": TIERS, "drain_host_ledger": ledger,
+             # Slow enough that the kill lands while the critical wave is moving.
+             "drain_host_migration": {"bandwidth_mib_s": 10}}
+    inventory = os.path.join(lab.state_dir, "inventory.yml")
+    process = subprocess.Popen(
+        [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), "-i", inventory,
+         os.path.join(REPO, "playbooks", "drain_host.yml"), "-e", json.dumps(extra)],
+        cwd=REPO, env=ansible_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = ""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        seen += line
+        if "work1:" in line and "%" in line:  # a progress line: the critical VM is on its way
+            break
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert "work1:" in seen, seen[-3000:]
+
+    rerun = run_playbook(lab, ansible_env, "drain_host.yml", extra)
+    print(rerun.stdout[-3000:])
+    for name in guests_of(lab, DRAINED):
+        defined, running = where_is(lab, name)
+        assert running and running[0] != DRAINED and defined == running
+    moved = [e["vm"] for e in read_ledger(ledger) if e["outcome"] == "migrated"]
+    assert len(moved) == len(set(moved)), "a VM was moved twice: %s" % moved
