@@ -421,11 +421,6 @@ def _remote_bridges(conn):
     return sorted(bridges)
 
 
-# virDomainJobOperation numbers that matter here.
-_JOB_OPERATIONS = {3: "migration_in", 4: "migration_out", 5: "save", 6: "restore", 7: "dump", 8: "backup",
-                   9: "snapshot", 10: "snapshot_delete"}
-
-
 def active_job(dom):
     """The VM's running libvirt job (migration_out, migration_in, save, ...), or None when it has none.
 
@@ -437,11 +432,23 @@ def active_job(dom):
         return None
     try:
         stats = dom.jobStats(0)
-    except libvirt.libvirtError:
+    except libvirt.libvirtError as exc:
+        # On the destination of a migration libvirt refuses job statistics ("available only on the source
+        # host"): that refusal is how an incoming migration shows itself.
+        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_UNSUPPORTED and "source" in str(exc):
+            return "migration_in"
         return None
     if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
         return None
-    return _JOB_OPERATIONS.get(stats.get("operation"), "other")
+    operations = {
+        libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT: "migration_out",
+        libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN: "migration_in",
+        libvirt.VIR_DOMAIN_JOB_OPERATION_SAVE: "save",
+        libvirt.VIR_DOMAIN_JOB_OPERATION_RESTORE: "restore",
+        libvirt.VIR_DOMAIN_JOB_OPERATION_DUMP: "dump",
+        libvirt.VIR_DOMAIN_JOB_OPERATION_SNAPSHOT: "snapshot",
+    }
+    return operations.get(stats.get("operation"), "other")
 
 
 def gather_vm(dom, pools, local, include_xml=False):
