@@ -1007,6 +1007,19 @@ def _ask_libvirt_baseline(entry, hosts, connect):
     return {"libvirt_host": entry["name"], "libvirt_xml": xml}
 
 
+def _hypervisor_cpu_xml(conn, uri):
+    """The CPU a live host's hypervisor can give guests: domain capabilities (KVM, else TCG), else capabilities."""
+    for virt_type in ("kvm", "qemu"):
+        try:
+            return conn.getDomainCapabilities(None, None, None, virt_type, 0)
+        except _libvirt_error_class():
+            continue
+    try:
+        return conn.getCapabilities()
+    except _libvirt_error_class() as exc:
+        raise explain(exc, "cannot read the capabilities of %s" % uri) from exc
+
+
 def from_facts(hypervisors):
     """(guests, hosts) entries from hvmaint.libvirt.hypervisor_info facts (see docs/facts.md)."""
     guests = []
@@ -1016,7 +1029,9 @@ def from_facts(hypervisors):
             raise HvmaintError("hypervisors[%d] is not a hypervisor_info result (it has no name)" % index)
         cpu = facts.get("cpu") or {}
         # The host CPU itself (capabilities), as for live_hosts: host-passthrough guests compare like with like.
-        caps = cpu.get("capabilities_xml")
+        # What the hypervisor can give a guest (domain capabilities' host-model) rather than what the CPU has:
+        # KVM may withhold features the CPU has (nested hosts often lack pni, for example).
+        caps = cpu.get("host_model_xml") or cpu.get("capabilities_xml")
         if not caps:
             raise HvmaintError("hypervisors[%d] (%s) has no cpu.capabilities_xml" % (index, facts["name"]))
         hosts.append({"name": facts["name"], "xml": caps})
@@ -1065,10 +1080,7 @@ def run(guests=(), hosts=(), cpu_map_dir=None, live_hosts=(), live_guests=(), wa
     live_answers = {}  # (guest name, host name) -> (result, message)
     for entry in live_hosts or ():
         with connect(entry["uri"]) as conn:
-            try:
-                caps = conn.getCapabilities()
-            except _libvirt_error_class() as exc:
-                raise explain(exc, "cannot read the capabilities of %s" % entry["uri"]) from exc
+            caps = _hypervisor_cpu_xml(conn, entry["uri"])
             host_entries.append({"name": entry["name"], "xml": caps, "cpu_map_dir": entry.get("cpu_map_dir")})
             host_cpu = session.host(entry["name"], caps, entry.get("cpu_map_dir"))
             asked = {}  # one question per distinct guest CPU

@@ -598,6 +598,11 @@ class FakeConn:
     def getCapabilities(self):
         return self.caps
 
+    def getDomainCapabilities(self, emulator, arch, machine, virttype, flags=0):
+        if getattr(self, "domcaps", None) is None:
+            raise libvirt.libvirtError("unsupported configuration: this fake host has no %s domain" % virttype)
+        return self.domcaps
+
     def getHostname(self):
         return self.hostname
 
@@ -743,3 +748,21 @@ def test_live_path_against_libvirts_test_driver():
     assert pair["guest"] == "test" and pair["host"] == "t"
     assert pair["result"] == "error" and "has no <model>" in pair["reasons"][0]
     assert out["baseline"]["libvirt_message"].startswith("this function is not supported")
+
+
+def test_live_host_cpu_is_what_the_hypervisor_offers():
+    """KVM on the lab's nested hosts withholds pni although the CPU has it: domain capabilities say so, and the
+    offline verdict must follow them rather than the raw host CPU (recorded from the lab)."""
+    fixtures = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "libvirt")
+    with open(os.path.join(fixtures, "hv1-capabilities.xml"), encoding="utf-8") as handle:
+        caps = handle.read()
+    with open(os.path.join(fixtures, "hv1-domcapabilities-kvm.xml"), encoding="utf-8") as handle:
+        domcaps = handle.read()
+    conn = FakeConn("hv1", caps, verdict="incompatible")
+    conn.domcaps = domcaps
+    guest = "<cpu mode='custom' match='exact'><model>qemu64</model><feature policy='disable' name='svm'/></cpu>"
+    result = cc.run(guests=[{"name": "plain", "xml": guest}], live_hosts=[{"name": "hv1", "uri": "fake"}],
+                    connect=lambda uri, read_only=False: contextlib.nullcontext(conn))
+    (pair,) = result["matrix"]
+    assert pair["result"] == "incompatible" and "pni" in pair["missing_features"]
+    assert pair["libvirt_result"] == "incompatible" and not pair["disagreement"]

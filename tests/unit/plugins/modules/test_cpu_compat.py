@@ -150,6 +150,9 @@ class _FakeConn:
     def getCapabilities(self):
         return self.caps
 
+    def getDomainCapabilities(self, emulator, arch, machine, virttype, flags=0):
+        raise libvirt.libvirtError("unsupported configuration: this fake host has no domain capabilities")
+
     def compareHypervisorCPU(self, emulator, arch, machine, virttype, xml, flags=0):
         return self.code
 
