@@ -13,7 +13,7 @@ description:
   - The ledger is a JSON-lines file at a path you choose; each line is one move with its time, VM, UUID, source,
     destination, tier, outcome, duration, downtime and data moved.
   - Appends take an exclusive lock on the file, so two jobs that append at once never interleave their lines.
-  - The collection's roles call it on the controller (C(delegate_to: localhost)) after every wave.
+  - The collection's roles call it on the controller (delegated to C(localhost)) after every wave.
 author: hvmaint.libvirt maintainers (@hvmaint)
 extends_documentation_fragment:
   - hvmaint.libvirt.attributes

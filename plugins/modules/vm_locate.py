@@ -10,10 +10,10 @@ module: vm_locate
 short_description: Tell where each VM runs, where its home is and where it has been
 version_added: 0.1.0
 description:
-  - From the facts of every hypervisor (M(hvmaint.libvirt.hypervisor_info)), finds each VM by UUID: the host it
+  - From the facts of every hypervisor (M(hvmaint.libvirt.hypervisor_info)), finds each VM by UUID, with the host it
     runs on, the hosts it is defined on, its home host and recent moves from its own metadata, and, when an
     audit ledger is given, every move the ledger recorded for it.
-  - Flags what must never be: a VM running on two hosts, defined on two hosts, or running with no persistent
+  - Flags what must never be, a VM running on two hosts, defined on two hosts, or running with no persistent
     definition anywhere.
   - Pure computation on the controller; it makes no libvirt call.
 author: hvmaint.libvirt maintainers (@hvmaint)
@@ -27,8 +27,9 @@ options:
     elements: dict
     required: true
   names:
-    description: Only these VMs. A name found on no host is listed in RV(not_found) and fails the task when
-      O(fail_on_missing=true).
+    description:
+      - Only these VMs. A name found on no host is listed in RV(not_found) and fails the task when
+        O(fail_on_missing=true).
     type: list
     elements: str
   fail_on_missing:
