@@ -19,6 +19,9 @@ FIELDS = ("time", "vm", "uuid", "source", "destination", "tier", "outcome", "dur
 
 def normalise(entry):
     """Keep the known fields first and in order, then any extra ones."""
+    entry = dict(entry)
+    if entry.get("vm") is None and "name" in entry:
+        entry["vm"] = entry.pop("name")
     line = {field: entry.get(field) for field in FIELDS}
     line.update({k: v for k, v in entry.items() if k not in line})
     return line
@@ -83,3 +86,16 @@ def entries_from_migrations(migrations, tiers=None, operation=None, job=None, no
             "error": migration.get("error"),
         })
     return entries
+
+
+def entries_from_actions(actions, operation=None, job=None, now=None):
+    """Ledger entries for what a plan did with VMs that could not move (evacuation_plan's `actions`)."""
+    import time
+
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now) if now else time.gmtime())
+    outcomes = {"shutdown": "shut down", "suspend": "suspended", "leave": "left running"}
+    return [{
+        "time": stamp, "vm": action.get("vm"), "uuid": action.get("uuid"), "source": action.get("host"),
+        "destination": None, "tier": action.get("tier"), "outcome": outcomes.get(action.get("action"), action.get("action")),
+        "job": job, "operation": operation, "reason": action.get("reason"),
+    } for action in actions]

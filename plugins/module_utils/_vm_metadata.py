@@ -9,6 +9,7 @@ it migrates and any controller, a laptop or a fresh AWX container, reads the sam
       <hvmaint:home>hv1</hvmaint:home>
       <hvmaint:tier>critical</hvmaint:tier>
       <hvmaint:group>db</hvmaint:group>
+      <hvmaint:parked>suspend</hvmaint:parked>
       <hvmaint:moves>
         <hvmaint:move at="2026-11-25T12:00:00Z" from="hv1" to="hv2" outcome="completed" seconds="1.25"
                       downtime_ms="48" data_bytes="96468992"/>
@@ -25,6 +26,9 @@ PREFIX = "hvmaint"
 ROOT_TAG = "vm"
 # A VM's history is bounded so the domain XML stays small; the audit ledger keeps everything.
 MAX_MOVES = 20
+# home: where the VM belongs; tier and group: planning hints; parked: how a drain left a VM that could not move
+# (shutdown or suspend), so that the return starts it again.
+SIMPLE_FIELDS = ("home", "tier", "group", "parked")
 _MOVE_ATTRIBUTES = ("at", "from", "to", "outcome", "seconds", "downtime_ms", "data_bytes", "by")
 _NUMERIC = {"seconds": float, "downtime_ms": int, "data_bytes": int}
 
@@ -44,7 +48,7 @@ def parse_metadata(element):
     result = {}
     for child in element:
         name = local(child.tag)
-        if name in ("home", "tier", "group") and (child.text or "").strip():
+        if name in SIMPLE_FIELDS and (child.text or "").strip():
             result[name] = child.text.strip()
         elif name == "moves":
             moves = []
@@ -82,7 +86,7 @@ def render_metadata(data):
     """Render a metadata dict as the XML string libvirt's setMetadata takes (without the namespace prefix:
     libvirt adds it from the key)."""
     root = ET.Element(ROOT_TAG)
-    for name in ("home", "tier", "group"):
+    for name in SIMPLE_FIELDS:
         if data.get(name):
             ET.SubElement(root, name).text = str(data[name])
     moves = data.get("moves") or []

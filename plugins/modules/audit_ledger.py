@@ -44,6 +44,13 @@ options:
     type: list
     elements: dict
     default: []
+  actions:
+    description:
+      - The RV(hvmaint.libvirt.evacuation_plan#module:actions) of M(hvmaint.libvirt.evacuation_plan) (VMs shut
+        down, suspended or left running because they could go nowhere), turned into entries.
+    type: list
+    elements: dict
+    default: []
   tiers:
     description: VM name to tier, for the entries made from O(migrations).
     type: dict
@@ -96,6 +103,7 @@ import os
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import (
     append_entries,
+    entries_from_actions,
     entries_from_migrations,
     read_entries,
 )
@@ -107,6 +115,7 @@ def main():
             path=dict(type="path", required=True),
             entries=dict(type="list", elements="dict", default=[]),
             migrations=dict(type="list", elements="dict", default=[]),
+            actions=dict(type="list", elements="dict", default=[]),
             tiers=dict(type="dict", default={}),
             operation=dict(type="str"),
             job=dict(type="str"),
@@ -120,7 +129,8 @@ def main():
             module.exit_json(changed=False, entries=read_entries(path))
         job = module.params["job"] or os.environ.get("AWX_JOB_ID") or os.environ.get("JOB_ID")
         entries = list(module.params["entries"]) + entries_from_migrations(
-            module.params["migrations"], module.params["tiers"], module.params["operation"], job)
+            module.params["migrations"], module.params["tiers"], module.params["operation"], job
+        ) + entries_from_actions(module.params["actions"], module.params["operation"], job)
         appended = len(entries) if module.check_mode else append_entries(path, entries)
     except (OSError, ValueError) as exc:
         module.fail_json(msg="cannot use the audit ledger at %s: %s" % (path, exc))

@@ -153,3 +153,44 @@ def test_drain_killed_mid_wave_completes_when_rerun(lab_at_home, ansible_env, tm
         assert running and running[0] != DRAINED and defined == running
     moved = [e["vm"] for e in read_ledger(ledger) if e["outcome"] == "migrated"]
     assert len(moved) == len(set(moved)), "a VM was moved twice: %s" % moved
+
+
+def test_vms_that_can_go_nowhere_are_parked_by_policy_and_started_on_return(lab_at_home, ansible_env, tmp_path):
+    lab = lab_at_home
+    ledger = str(tmp_path / "ledger.jsonl")
+    others = [h for h in lab.hosts if h != DRAINED]
+    run_playbook(lab, ansible_env, "drain_host.yml", {
+        "drain_host_host": DRAINED, "drain_host_tiers": TIERS, "drain_host_ledger": ledger,
+        "drain_host_exclude_hosts": others, "drain_host_shutdown_timeout": 3,
+        "drain_host_unplaceable_policy": {"critical": "suspend", "high": "leave", "low": "shutdown"}})
+    state = {name: lab.virsh(DRAINED, ["domstate", name]).stdout.strip() for name in guests_of(lab, DRAINED)}
+    work = [g["name"] for g in lab.config["guests"] if g["host"] == DRAINED and g["kind"] == "linux"]
+    idle = [n for n in guests_of(lab, DRAINED) if n.startswith("idle")]
+    disk = [n for n in guests_of(lab, DRAINED) if n.startswith("disk")]
+    assert work and idle and disk
+    for name in work:
+        assert state[name] == "shut off"
+        assert "yes" in lab.virsh(DRAINED, ["dominfo", name]).stdout.split("Managed save:")[1].splitlines()[0]
+    assert all(state[name] == "shut off" for name in idle), state
+    assert all(state[name] == "running" for name in disk), state
+    outcomes = {e["vm"]: e["outcome"] for e in read_ledger(ledger)}
+    assert {outcomes[n] for n in work} == {"suspended"} and {outcomes[n] for n in idle} == {"shut down"}
+    assert {outcomes[n] for n in disk} == {"left running"}
+    assert mark_of(lab, DRAINED) is not None
+
+    run_playbook(lab, ansible_env, "return_host.yml", {"return_host_host": DRAINED, "return_host_ledger": ledger})
+    for name in guests_of(lab, DRAINED):
+        assert where_is(lab, name)[1] == [DRAINED], name
+        assert "<hvmaint:parked>" not in lab.virsh(DRAINED, ["dumpxml", name]).stdout
+    # The suspended workload guest resumed where it stopped: its network is up without a boot.
+    for guest in lab.config["guests"]:
+        if guest["name"] in work:
+            assert lab_module_ping(guest["ip"])
+    started = {e["vm"] for e in read_ledger(ledger) if e["operation"] == "return" and e["outcome"] == "started"}
+    assert started == set(work) | set(idle)
+
+
+def lab_module_ping(address):
+    from conftest import lab_module
+
+    return lab_module.wait_for_ping(address, 15)
