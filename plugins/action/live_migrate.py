@@ -1,0 +1,233 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin of hvmaint.libvirt.live_migrate: runs the module asynchronously on the source host so that
+ansible-playbook (and AWX job output) shows each migration's progress while it runs, and aborts the migrations
+when the playbook is interrupted.
+
+The module writes a small JSON progress file on the host; this plugin reads it with a raw `cat` over the
+connection that is already open (no module run, so a poll costs one round trip, not a Python start-up on the
+host) and asks ansible.builtin.async_status for the result only when the progress file says the run is over.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import signal
+import time
+
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+display = Display()
+
+# async_wrapper kills the module after this many seconds; the module enforces its own, finer timeouts, so this
+# is only a backstop against a module that hangs (a full day).
+ASYNC_BACKSTOP_S = 86400
+# Poll quickly at first (a small VM moves in about a second), then settle.
+POLL_SCHEDULE_S = (0.3, 0.5, 0.7)
+POLL_STEADY_S = 1.0
+PRINT_EVERY_S = 4.0
+# Progress is printed only for runs that last longer than this.
+QUIET_FIRST_S = 2.0
+# Ask async_status when the progress file has not been rewritten for this long (the module may have died).
+STATUS_EVERY_S = 30.0
+MISSING_STATUS_EVERY_S = 1.5
+ABORT_WAIT_S = 60.0
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum):
+        super().__init__("interrupted by %s" % signal.Signals(signum).name)
+        self.signum = signum
+
+
+class ActionModule(ActionBase):
+
+    _supports_check_mode = True
+    _supports_async = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        args = dict(self._task.args)
+        sync_reason = None
+        if self._task.async_val:
+            sync_reason = "the task sets async: Ansible's own async handling runs it, without progress lines"
+        elif self._task.check_mode or args.get("state") == "aborted":
+            sync_reason = "nothing long-running to follow"
+        elif self._connection.has_native_async or self._connection.always_pipeline_modules:
+            sync_reason = "the connection plugin %s cannot run async_wrapper" % self._connection.transport
+        if sync_reason:
+            display.vvv("live_migrate: running synchronously: %s" % sync_reason)
+            wrap_async = bool(self._task.async_val) and not self._connection.has_native_async
+            result.update(self._execute_module(module_args=args, task_vars=task_vars, wrap_async=wrap_async))
+            if not wrap_async:
+                self._remove_tmp_path(self._connection._shell.tmpdir)
+            return result
+        return self._run_with_progress(result, args, task_vars)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _run_with_progress(self, result, args, task_vars):
+        async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
+        progress_file = self._connection._shell.join_path(
+            async_dir, "hvmaint_live_migrate_%s.json" % secrets.token_hex(8))
+        args["progress_file"] = progress_file
+        saved_async = self._task.async_val
+        self._task.async_val = ASYNC_BACKSTOP_S
+        try:
+            started = self._execute_module(module_args=args, task_vars=task_vars, wrap_async=True)
+        finally:
+            self._task.async_val = saved_async
+        jid = started.get("ansible_job_id")
+        if not jid or started.get("failed"):
+            # Not started asynchronously (or could not start): that answer is the result.
+            started.pop("ansible_job_id", None)
+            result.update(started)
+            return result
+
+        names = [args["name"]] if args.get("name") else list(args.get("names") or [])
+        previous = {}
+        interrupted = []
+
+        def on_signal(signum, _frame):
+            interrupted.append(signum)
+            if len(interrupted) == 1:
+                raise _Interrupted(signum)
+            # Further signals while we abort are noted and re-delivered afterwards.
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, on_signal)
+        final = None
+        try:
+            final = self._follow(jid, async_dir, progress_file, task_vars)
+        except _Interrupted as exc:
+            display.warning("live_migrate: %s; aborting the migrations of %s on %s" % (
+                exc, ", ".join(names), self._task.delegate_to or task_vars.get("inventory_hostname")))
+            self._abort(args, task_vars, jid, async_dir)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self._cleanup(jid, async_dir, progress_file, task_vars)
+        if interrupted:
+            # Let the worker die as it would have without us (the strategy expects that).
+            signal.raise_signal(interrupted[0])
+            raise KeyboardInterrupt()
+        final = dict(final or {})
+        for key in ("ansible_job_id", "started", "finished", "results_file", "stdout", "stderr", "stdout_lines",
+                    "stderr_lines", "invocation"):
+            final.pop(key, None)
+        result.update(final)
+        # What following the run cost on the controller (see docs/live_migrate.md).
+        polls = getattr(self, "_polls", None)
+        if polls:
+            result["progress_polling"] = dict(polls, seconds=round(polls["seconds"], 3))
+        return result
+
+    def _follow(self, jid, async_dir, progress_file, task_vars):
+        start = time.monotonic()
+        self._polls = {"progress_reads": 0, "status_calls": 0, "seconds": 0.0}
+        # So that the first lines come QUIET_FIRST_S into the run, then every PRINT_EVERY_S.
+        last_print = QUIET_FIRST_S - PRINT_EVERY_S
+        last_status = start
+        announced = set()
+        for poll in _schedule():
+            time.sleep(poll)
+            now = time.monotonic()
+            snapshot = self._read_progress(progress_file)
+            self._polls["progress_reads"] += 1
+            display.vvvv("live_migrate: progress read in %.3f s, written %.1f s ago" % (
+                time.monotonic() - now, time.time() - (snapshot or {}).get("updated", 0)))
+            if snapshot:
+                last_print = self._show(snapshot, now - start, last_print, announced)
+            # A missing file means the module has not started yet, or died before writing it; a file not
+            # rewritten for STATUS_EVERY_S means the module may have died. Otherwise no module runs while polling.
+            if snapshot is None:
+                due = now - last_status >= MISSING_STATUS_EVERY_S
+            else:
+                stale = time.time() - snapshot.get("updated", 0) >= STATUS_EVERY_S
+                due = stale and now - last_status >= STATUS_EVERY_S
+            if (snapshot and snapshot.get("finished")) or due:
+                last_status = now
+                status = self._status(jid, async_dir, task_vars)
+                self._polls["status_calls"] += 1
+                self._polls["seconds"] += time.monotonic() - now
+                if status.get("finished"):
+                    return status
+            else:
+                self._polls["seconds"] += time.monotonic() - now
+
+    def _show(self, snapshot, elapsed, last_print, announced):
+        source, destination = snapshot.get("source"), snapshot.get("destination")
+        lines = []
+        periodic = elapsed >= QUIET_FIRST_S and elapsed - last_print >= PRINT_EVERY_S
+        for vm in snapshot.get("vms") or []:
+            status = vm.get("status")
+            if status == "running" and periodic:
+                lines.append(_format(source, destination, vm))
+            elif status not in ("running", "queued") and vm["name"] not in announced and elapsed >= QUIET_FIRST_S:
+                announced.add(vm["name"])
+                lines.append(_format(source, destination, vm))
+            elif status not in ("running", "queued"):
+                announced.add(vm["name"])
+        for line in lines:
+            display.display(line)
+        return elapsed if periodic and lines else last_print
+
+    def _read_progress(self, path):
+        # A raw command on the open connection: no module, no Python start-up on the host.
+        res = self._low_level_execute_command("cat %s 2>/dev/null" % shlex.quote(path), sudoable=True)
+        if res.get("rc") != 0 or not res.get("stdout"):
+            return {} if res.get("rc") == 0 else None
+        try:
+            return json.loads(res["stdout"])
+        except ValueError:
+            return {}
+
+    def _status(self, jid, async_dir, task_vars, mode="status"):
+        return self._execute_module(module_name="ansible.builtin.async_status",
+                                    module_args={"jid": jid, "mode": mode, "_async_dir": async_dir},
+                                    task_vars=task_vars, wrap_async=False)
+
+    def _abort(self, args, task_vars, jid, async_dir):
+        abort_args = {key: args[key] for key in ("uri", "name", "names") if args.get(key)}
+        abort_args["state"] = "aborted"
+        try:
+            aborted = self._execute_module(module_args=abort_args, task_vars=task_vars, wrap_async=False)
+            display.warning("live_migrate: abort: %s" % aborted.get("msg"))
+            deadline = time.monotonic() + ABORT_WAIT_S
+            while time.monotonic() < deadline:
+                status = self._status(jid, async_dir, task_vars)
+                if status.get("finished"):
+                    for entry in status.get("migrations") or []:
+                        display.warning("live_migrate: %s: %s%s" % (entry.get("name"), entry.get("outcome"),
+                                                                  ": %s" % entry["error"] if entry.get("error")
+                                                                  else ""))
+                    return
+                time.sleep(1)
+        except Exception as exc:  # noqa: BLE001 - we are already handling an interruption
+            display.warning("live_migrate: could not abort the migrations: %s" % exc)
+
+    def _cleanup(self, jid, async_dir, progress_file, task_vars):
+        try:
+            self._low_level_execute_command("rm -f %s %s" % (shlex.quote(progress_file),
+                                                             shlex.quote(progress_file + ".tmp")), sudoable=True)
+            self._status(jid, async_dir, task_vars, mode="cleanup")
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+        except Exception as exc:  # noqa: BLE001 - clean-up must not hide the result
+            display.vvv("live_migrate: clean-up failed: %s" % exc)
+
+
+def _schedule():
+    for poll in POLL_SCHEDULE_S:
+        yield poll
+    while True:
+        yield POLL_STEADY_S
+
+
+def _format(source, destination, vm):
+    # Imported lazily: the controller needs only this formatter from the module_utils, not libvirt.
+    from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import format_progress_line
+
+    return format_progress_line(source, destination, vm)

@@ -1,0 +1,455 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: live_migrate
+short_description: Live-migrate libvirt VMs from this host to another
+version_added: 0.1.0
+author: hvmaint.libvirt maintainers
+description:
+  - Moves one VM, or a list of VMs, from the host it runs on (O(uri), normally this host) to a destination host,
+    live, peer to peer, persistent on the destination and undefined on the source, keeping name and UUID.
+  - A VM is never left defined on both hosts or on neither, and never running on two. After a failure the module
+    looks where the VM is and repairs the definitions when libvirt left them half-done, and says so in
+    RV(migrations[].policy_steps).
+  - A list migrates with at most O(max_parallel) migrations at a time, started in the order given. When one
+    fails, the module starts no further migrations of the list, lets those already running finish, and reports
+    the rest as V(skipped).
+  - While migrations run, the action plugin of this module prints their progress (percent, data remaining, rate,
+    pass) in C(ansible-playbook) output about every 4 seconds. See the C(docs/live_migrate.md) document of the
+    collection for how this works, its cost, and when it falls back to a plain run.
+  - Every VM that moves records the move in its own libvirt domain metadata (when, from, to, outcome), and its
+    home host the first time it leaves home; see O(record_history).
+  - The policy options say what libvirt's or QEMU's own default is, or which other platform a default follows.
+    The C(docs/live_migrate.md) document explains each.
+options:
+  uri:
+    description:
+      - libvirt URI of the source host, where the VMs run now.
+      - The default reaches the libvirtd of the host the module runs on, which is how the module is meant to run
+        (delegated to, or targeting, the source host).
+    type: str
+    default: qemu:///system
+  name:
+    description:
+      - Name of one VM to migrate. Exclusive with O(names).
+    type: str
+  names:
+    description:
+      - Names of the VMs to migrate, in the order they should start. Exclusive with O(name).
+    type: list
+    elements: str
+  state:
+    description:
+      - V(migrated) moves the VMs.
+      - V(aborted) cancels the running migration job of each named VM on the source host; the VMs stay running
+        there. The action plugin uses it when a playbook is interrupted.
+    type: str
+    choices: [migrated, aborted]
+    default: migrated
+  destination:
+    description:
+      - Name of the destination host, as the source host resolves it. Used to derive O(destination_uri) and named
+        in the results and in the VMs' history.
+      - One of O(destination) and O(destination_uri) is required when O(state=migrated).
+    type: str
+  destination_uri:
+    description:
+      - libvirt URI of the destination as the source host's libvirtd reaches it (the migration is peer to peer, so
+        the source libvirtd connects to it itself).
+      - Default derived from O(destination) and O(transport), for example V(qemu+tls://hv2/system).
+    type: str
+  destination_connect_uri:
+    description:
+      - URI this module uses for its own connection to the destination (pre-flight checks and verification).
+      - Defaults to O(destination_uri). Set it only when the module does not run on the source host and reaches
+        the destination differently (for example with another C(pkipath)).
+    type: str
+  transport:
+    description:
+      - Transport of the derived O(destination_uri) (libvirt's control connection between the hosts).
+      - V(tls) needs libvirt's TLS certificates on both hosts; V(ssh) needs the source host's root to reach the
+        destination over SSH without a password; V(tcp) is unencrypted and unauthenticated unless SASL is set up.
+    type: str
+    choices: [tls, ssh, tcp]
+    default: tls
+  tls_stream:
+    description:
+      - Encrypt the migration stream itself (the VM's memory and disks) with TLS (libvirt's C(VIR_MIGRATE_TLS)).
+      - Without it the stream goes over plain TCP whatever O(transport) is, which is libvirt's default; it needs
+        QEMU's certificates (C(/etc/pki/qemu)) on both hosts and costs CPU on both.
+    type: bool
+    default: false
+  bandwidth_mib_s:
+    description:
+      - Bandwidth limit of each migration in MiB/s. V(0) is unlimited, which is libvirt's default (and KubeVirt's
+        current C(bandwidthPerMigration)).
+    type: int
+    default: 0
+  max_downtime_ms:
+    description:
+      - Longest pause of the VM that QEMU may choose for the final switch-over, in milliseconds.
+      - The default is QEMU's own default C(downtime-limit); the module sets it at the start of each migration.
+    type: int
+    default: 300
+  escalation:
+    description:
+      - What to do with a VM whose memory changes faster than it can be copied (it "does not converge"). All steps
+        are off by default, as in libvirt, KubeVirt and oVirt, because each trades the VM's performance or safety
+        for finishing.
+    type: dict
+    suboptions:
+      downtime_steps:
+        description:
+          - Raise the allowed downtime to each of these values (ms, rising) in turn, one step after every
+            O(escalation.iterations_per_step) memory passes that did not finish the migration.
+        type: list
+        elements: int
+        default: []
+      auto_converge:
+        description:
+          - Allow QEMU's auto-converge, which slows the VM's vCPUs down until the migration converges.
+          - libvirt cannot switch it on for a running migration, so it is armed at the start; QEMU starts
+            throttling only when passes stop converging. The throttle is reported as a policy step when seen.
+        type: bool
+        default: false
+      post_copy:
+        description:
+          - Allow post-copy and switch to it as the last step, after the downtime steps. In post-copy the VM runs
+            on the destination while its memory is still being fetched; if either host or the network fails then,
+            the VM is lost. Required for O(completion_timeout_action=postcopy) and
+            O(progress_timeout_action=postcopy).
+        type: bool
+        default: false
+      iterations_per_step:
+        description:
+          - Memory passes without convergence between two escalation steps.
+        type: int
+        default: 2
+  parallel_connections:
+    description:
+      - Number of parallel connections for the migration stream (QEMU multifd). V(1) is a single stream, which is
+        libvirt's default.
+    type: int
+    default: 1
+  compression:
+    description:
+      - Compression of the migration stream. V(none) is libvirt's default.
+      - V(xbzrle) sends only the changed bytes of pages sent before (good for VMs that rewrite a few bytes of many
+        pages); V(zstd) and V(zlib) compress each multifd connection and need O(parallel_connections) of 2 or more
+        and a libvirt and QEMU that support them.
+    type: str
+    choices: [none, xbzrle, zstd, zlib]
+    default: none
+  copy_storage:
+    description:
+      - Copy the VM's disks to the destination during the migration (libvirt's C(VIR_MIGRATE_NON_SHARED_DISK)).
+      - V(auto) copies the disks that are on host-local storage and only those, as told by the storage pool of
+        each disk (C(dir), C(fs), C(logical), C(disk), C(zfs) pools are local; C(netfs), C(rbd), C(gluster),
+        C(iscsi) and other network or SAN pools are shared) or, for a disk in no pool when the module runs on
+        the source host, by the file system holding it. A disk that cannot be told is an error; set V(always) or
+        V(never).
+      - The copy on the source is left in place.
+    type: str
+    choices: [auto, always, never]
+    default: auto
+  completion_timeout_s_per_gib:
+    description:
+      - Completion timeout, in seconds per GiB of the VM's memory (plus the disks it copies). V(0) disables it.
+      - The default is KubeVirt's C(completionTimeoutPerGiB) as documented for KubeVirt and OpenShift
+        Virtualization.
+    type: int
+    default: 800
+  completion_timeout_min_s:
+    description:
+      - The completion timeout is never shorter than this, because starting QEMU on the destination takes the
+        same time for any VM size.
+    type: int
+    default: 60
+  completion_timeout_action:
+    description:
+      - What happens when the completion timeout fires. V(abort) cancels the migration and the VM keeps running on
+        the source. V(postcopy) switches to post-copy (needs O(escalation.post_copy)).
+    type: str
+    choices: [abort, postcopy]
+    default: abort
+  progress_timeout_s:
+    description:
+      - Progress timeout, in seconds without any data moved. V(0) disables it. The default is KubeVirt's
+        C(progressTimeout).
+    type: int
+    default: 150
+  progress_timeout_action:
+    description:
+      - What happens when the progress timeout fires; as O(completion_timeout_action).
+    type: str
+    choices: [abort, postcopy]
+    default: abort
+  max_parallel:
+    description:
+      - Most migrations running at the same time from the source host. Two outbound migrations per host is the
+        default of KubeVirt, oVirt and Hyper-V.
+    type: int
+    default: 2
+  verify:
+    description:
+      - After each move, check that the VM runs and is persistent on the destination and is neither running nor
+        defined on the source (a definition libvirt left on the source is removed).
+    type: bool
+    default: true
+  record_history:
+    description:
+      - Record each move (and failed attempt) in the VM's libvirt domain metadata, in the collection's namespace,
+        and its home host the first time it leaves it.
+    type: bool
+    default: true
+  home:
+    description:
+      - Set the VM's home host to this name when it moves, instead of keeping the one recorded (or, when none is,
+        the source host).
+    type: str
+  progress_file:
+    description:
+      - Internal, set by the action plugin. Path on the source host where the module writes its progress as JSON.
+    type: path
+notes:
+  - Needs libvirt-python on the host the module runs on (C(python3-libvirt) on Debian and EL).
+  - Only running (or paused) persistent VMs move; offline migration is not done by this module.
+  - The module handles SIGTERM and SIGINT by aborting the migrations it runs, leaving the VMs on the source.
+  - When the task sets C(async), the module runs under Ansible's own async handling and shows no progress lines.
+attributes:
+  check_mode:
+    support: full
+    details: Looks up each VM and the destination and runs the pre-flight checks; reports what would move.
+  diff_mode:
+    support: full
+    details: Shows the host of each VM before and after.
+  idempotent:
+    support: full
+    details: A VM already running on the destination is reported as V(already_there) and not changed.
+  action:
+    support: full
+    details: The action plugin runs the module asynchronously to print progress and to abort on interruption.
+  async:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Move two VMs from hv1 to hv2 over TLS
+  hvmaint.libvirt.live_migrate:
+    names: [web1, db1]
+    destination: hv2
+  delegate_to: hv1
+
+- name: Move a busy VM, escalating if it does not converge
+  hvmaint.libvirt.live_migrate:
+    name: db1
+    destination: hv2
+    bandwidth_mib_s: 200
+    max_downtime_ms: 300
+    escalation:
+      downtime_steps: [500, 1000, 2000]
+      auto_converge: true
+  delegate_to: hv1
+
+- name: A VM on host-local storage, over SSH, stream encrypted
+  hvmaint.libvirt.live_migrate:
+    name: build1
+    destination: hv3
+    transport: ssh
+    tls_stream: true
+    copy_storage: auto
+  delegate_to: hv1
+
+- name: Cancel a running migration (the VM stays on hv1)
+  hvmaint.libvirt.live_migrate:
+    name: db1
+    state: aborted
+  delegate_to: hv1
+"""
+
+RETURN = r"""
+migrations:
+  description: One entry per VM, in the order given.
+  returned: when O(state=migrated)
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: VM name.
+      type: str
+    uuid:
+      description: VM UUID.
+      type: str
+    source:
+      description: Host name of the source (libvirt's hostname).
+      type: str
+    destination:
+      description: The destination host.
+      type: str
+    outcome:
+      description:
+        - V(migrated), V(already_there), V(failed), V(aborted), V(skipped) (not started after an earlier failure
+          or an abort), or in check mode V(would_migrate).
+      type: str
+    elapsed_s:
+      description: Wall time of this VM's migration, including verification and history.
+      type: float
+    libvirt_time_ms:
+      description: libvirt's own time of the migration job.
+      type: int
+    downtime_ms:
+      description: The VM's downtime as libvirt measured it.
+      type: int
+    data_transferred_bytes:
+      description: Memory and disk data sent.
+      type: int
+    memory_iterations:
+      description: Memory passes.
+      type: int
+    dirty_rate_pages_s:
+      description: The VM's memory dirty rate at the end, in pages per second.
+      type: int
+    dirty_rate_mib_s:
+      description: The same in MiB/s.
+      type: float
+    copy_storage:
+      description: Whether the disks were copied.
+      type: bool
+    policy_steps:
+      description: Escalation steps, timeouts, repairs and notes, each with RV(migrations[].policy_steps[].action)
+        and a C(detail) text.
+      type: list
+      elements: dict
+    where:
+      description: After a failure, where the VM is (defined, running, persistent on source and destination).
+      type: dict
+    error:
+      description: Why the VM did not move.
+      type: str
+    started_at:
+      description: Start of the migration (UNIX time).
+      type: float
+    finished_at:
+      description: End of the migration (UNIX time).
+      type: float
+  sample:
+    - name: work1
+      uuid: 8c1f0d1e-4c4b-4f3e-9a55-0f3c2b1d9e77
+      source: hv1
+      destination: hv2
+      outcome: migrated
+      elapsed_s: 2.41
+      libvirt_time_ms: 812
+      downtime_ms: 48
+      data_transferred_bytes: 96468992
+      memory_iterations: 3
+      dirty_rate_pages_s: 2048
+      dirty_rate_mib_s: 8.0
+      copy_storage: false
+      policy_steps: []
+      error: null
+aborts:
+  description: With O(state=aborted), one entry per VM with C(outcome) V(aborted), V(no_job), V(not_found) or V(failed).
+  returned: when O(state=aborted)
+  type: list
+  elements: dict
+source:
+  description: Host name of the source.
+  returned: when O(state=migrated)
+  type: str
+destination:
+  description: The destination host.
+  returned: when O(state=migrated)
+  type: str
+destination_uri:
+  description: The URI the source libvirtd migrated to.
+  returned: when O(state=migrated)
+  type: str
+policy:
+  description: The policy used, with every default filled in.
+  returned: when O(state=migrated)
+  type: dict
+"""
+
+import signal
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import (
+    CONNECTION_ARGUMENT_SPEC,
+    HvmaintError,
+    require_libvirt,
+)
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import execute
+
+
+def argument_spec():
+    spec = dict(CONNECTION_ARGUMENT_SPEC)
+    spec.update(
+        name=dict(type="str"),
+        names=dict(type="list", elements="str"),
+        state=dict(type="str", choices=["migrated", "aborted"], default="migrated"),
+        destination=dict(type="str"),
+        destination_uri=dict(type="str"),
+        destination_connect_uri=dict(type="str"),
+        transport=dict(type="str", choices=["tls", "ssh", "tcp"], default="tls"),
+        tls_stream=dict(type="bool", default=False),
+        bandwidth_mib_s=dict(type="int", default=0),
+        max_downtime_ms=dict(type="int", default=300),
+        escalation=dict(type="dict", options=dict(
+            downtime_steps=dict(type="list", elements="int", default=[]),
+            auto_converge=dict(type="bool", default=False),
+            post_copy=dict(type="bool", default=False),
+            iterations_per_step=dict(type="int", default=2),
+        )),
+        parallel_connections=dict(type="int", default=1),
+        compression=dict(type="str", choices=["none", "xbzrle", "zstd", "zlib"], default="none"),
+        copy_storage=dict(type="str", choices=["auto", "always", "never"], default="auto"),
+        completion_timeout_s_per_gib=dict(type="int", default=800),
+        completion_timeout_min_s=dict(type="int", default=60),
+        completion_timeout_action=dict(type="str", choices=["abort", "postcopy"], default="abort"),
+        progress_timeout_s=dict(type="int", default=150),
+        progress_timeout_action=dict(type="str", choices=["abort", "postcopy"], default="abort"),
+        max_parallel=dict(type="int", default=2),
+        verify=dict(type="bool", default=True),
+        record_history=dict(type="bool", default=True),
+        home=dict(type="str"),
+        progress_file=dict(type="path"),
+    )
+    return spec
+
+
+def _abort_on_signals(migrator):
+    # AWX cancels a job with SIGINT then SIGTERM; under async the module is detached from the controller, so it
+    # must cancel the libvirt jobs itself or they would run on.
+    def handler(signum, _frame):
+        migrator.request_abort("signal %s received" % signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        mutually_exclusive=[("name", "names")],
+        required_one_of=[("name", "names")],
+        required_if=[("state", "migrated", ("destination", "destination_uri"), True)],
+        supports_check_mode=True,
+    )
+    require_libvirt(module)
+    try:
+        result = execute(module.params, check_mode=module.check_mode, on_start=_abort_on_signals)
+    except HvmaintError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    if result.pop("failed"):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The live_migrate module's interface: its argument spec agrees with its documentation, and bad input is refused
+before any connection is opened."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from ansible_collections.hvmaint.libvirt.plugins.action import live_migrate as action
+from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration as M
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.modules import live_migrate
+
+DOC = yaml.safe_load(live_migrate.DOCUMENTATION)
+
+
+def test_documented_options_match_the_argument_spec():
+    spec = live_migrate.argument_spec()
+    assert set(DOC["options"]) == set(spec)
+    for name, doc in DOC["options"].items():
+        assert doc["type"] == spec[name]["type"], name
+        assert doc.get("default") == spec[name].get("default"), name
+        assert doc.get("choices") == spec[name].get("choices"), name
+    escalation_doc = DOC["options"]["escalation"]["suboptions"]
+    escalation_spec = spec["escalation"]["options"]
+    assert set(escalation_doc) == set(escalation_spec)
+    for name, doc in escalation_doc.items():
+        assert doc.get("default") == escalation_spec[name].get("default"), name
+
+
+def test_documented_defaults_are_the_engines_defaults():
+    spec = live_migrate.argument_spec()
+    assert spec["max_downtime_ms"]["default"] == M.DEFAULT_MAX_DOWNTIME_MS
+    assert spec["max_parallel"]["default"] == M.DEFAULT_MAX_PARALLEL
+    assert spec["completion_timeout_s_per_gib"]["default"] == M.DEFAULT_COMPLETION_TIMEOUT_S_PER_GIB
+    assert spec["completion_timeout_min_s"]["default"] == M.DEFAULT_COMPLETION_TIMEOUT_MIN_S
+    assert spec["progress_timeout_s"]["default"] == M.DEFAULT_PROGRESS_TIMEOUT_S
+    assert spec["escalation"]["options"]["iterations_per_step"]["default"] == M.DEFAULT_ITERATIONS_PER_STEP
+
+
+def test_documentation_is_complete():
+    assert DOC["version_added"] == "0.1.0"
+    assert DOC["author"] == "hvmaint.libvirt maintainers"
+    assert set(DOC["attributes"]) >= {"check_mode", "diff_mode", "idempotent"}
+    yaml.safe_load(live_migrate.EXAMPLES)
+    returned = yaml.safe_load(live_migrate.RETURN)
+    assert {"migrations", "aborts", "source", "destination", "policy"} <= set(returned)
+    contains = returned["migrations"]["contains"]
+    for field in ("outcome", "elapsed_s", "downtime_ms", "data_transferred_bytes", "memory_iterations",
+                  "dirty_rate_pages_s", "policy_steps", "error"):
+        assert field in contains
+
+
+def params(**kw):
+    spec = live_migrate.argument_spec()
+    full = {name: option.get("default") for name, option in spec.items()}
+    full["escalation"] = None
+    full.update(kw)
+    return full
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    (dict(name="vm1"), "give destination (a host name) or destination_uri"),
+    (dict(destination="hv2"), "give name (one VM) or names"),
+    (dict(name="vm1", destination="hv2", completion_timeout_action="postcopy"), "escalation.post_copy"),
+    (dict(name="vm1", destination_uri="qemu+tls://hv2"), "must end in /system"),
+    (dict(name="vm1", destination="hv2", uri="qemu+tls//hv1/system"), "not a valid libvirt URI"),
+    (dict(name="vm1", destination="hv2", compression="zlib"), "parallel_connections"),
+])
+def test_bad_input_fails_before_any_connection(bad, fragment):
+    # No libvirt host is reachable from a unit test: these must fail on the options alone.
+    with pytest.raises(HvmaintError) as refused:
+        M.execute(params(**bad))
+    assert fragment in str(refused.value)
+
+
+def test_failed_preflight_still_tells_the_action_plugin_it_is_over(tmp_path):
+    progress = tmp_path / "progress.json"
+    with pytest.raises(HvmaintError):
+        M.execute(params(name="vm1", destination="hv2", uri="qemu+tcp://127.0.0.1:1/system",
+                         progress_file=str(progress)))
+    assert json.loads(progress.read_text())["finished"] is True
+
+
+def test_action_plugin_poll_schedule_is_quick_then_steady():
+    schedule = action._schedule()
+    first = [next(schedule) for _ in range(6)]
+    assert first[:3] == list(action.POLL_SCHEDULE_S)
+    assert first[3:] == [action.POLL_STEADY_S] * 3
+    # Progress lines at least every 10 s even with a status call (about 2 s) in between.
+    assert action.PRINT_EVERY_S + action.POLL_STEADY_S + 2 < 10
+
+
+def test_action_plugin_formats_lines_with_the_engine():
+    vm = {"name": "work1", "status": "running", "percent": 63.0, "remaining_bytes": int(40.1 * M.MIB),
+          "total_bytes": 96 * M.MIB, "rate_bps": 35 * M.MIB, "iteration": 3}
+    assert action._format("hv1", "hv2", vm) == (
+        "[hv1\u2192hv2] work1: 63% 40.1/96.0 MiB remaining 35 MiB/s iteration 3")
