@@ -53,14 +53,14 @@ def require_libvirt(module):
 
 
 _HINTS = (
-    # (substring of libvirt's message, advice)
-    ("No such file or directory", "is libvirtd (or virtqemud) running on that host, and is the URI right?"),
-    ("Connection refused", "libvirtd is not listening there: check listen_tls/listen_tcp and the port"),
+    # (substring of libvirt's message, advice); the first match wins, so the most specific come first.
     ("Cannot read CA certificate", "the client has no CA certificate for TLS (/etc/pki/CA/cacert.pem or"
      " the URI's pkipath)"),
     ("certificate", "the TLS certificates do not match: check that both sides trust the same CA and that the"
      " server certificate names the host as the URI does"),
     ("authentication", "libvirt refused the credentials: check auth_tls/auth_tcp and the SASL/polkit setup"),
+    ("No such file or directory", "is libvirtd (or virtqemud) running on that host, and is the URI right?"),
+    ("Connection refused", "libvirtd is not listening there: check listen_tls/listen_tcp and the port"),
     ("No route to host", "the host is unreachable on the network"),
     ("Name or service not known", "the host name in the URI does not resolve"),
 )
