@@ -201,9 +201,8 @@ class ActionModule(ActionBase):
                 status = self._status(jid, async_dir, task_vars)
                 if status.get("finished"):
                     for entry in status.get("migrations") or []:
-                        display.warning("live_migrate: %s: %s%s" % (entry.get("name"), entry.get("outcome"),
-                                                                  ": %s" % entry["error"] if entry.get("error")
-                                                                  else ""))
+                        detail = ": %s" % entry["error"] if entry.get("error") else ""
+                        display.warning("live_migrate: %s: %s%s" % (entry.get("name"), entry.get("outcome"), detail))
                     return
                 time.sleep(1)
         except Exception as exc:  # noqa: BLE001 - we are already handling an interruption
@@ -220,8 +219,7 @@ class ActionModule(ActionBase):
 
 
 def _schedule():
-    for poll in POLL_SCHEDULE_S:
-        yield poll
+    yield from POLL_SCHEDULE_S
     while True:
         yield POLL_STEADY_S
 

@@ -960,8 +960,8 @@ def _read_live_guests(entry, cpu_map_dir, connect):
 
 
 def _disagreement_reason(pair, message):
-    text = "the offline check says %s, libvirt on %s says %s" % (pair["result"], pair["host"],
-                                                                  pair["libvirt_result"])
+    text = "the offline check says %s, libvirt on %s says %s" % (
+        pair["result"], pair["host"], pair["libvirt_result"])
     if pair["compatible"] == (pair["libvirt_result"] in _COMPATIBLE):
         text += ": both allow the migration (libvirt compares with what its hypervisor can offer guests, the" \
                 " offline check with the host CPU)"

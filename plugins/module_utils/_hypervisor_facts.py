@@ -311,7 +311,7 @@ def is_local_uri(uri):
     """True when the URI names the hypervisor of the machine the module runs on."""
     if not uri:
         return True
-    scheme, _, rest = uri.partition("://")
+    scheme, rest = uri.split("://", 1) if "://" in uri else (uri, "")
     return "+" not in scheme and (rest.startswith("/") or rest.startswith("localhost/"))
 
 

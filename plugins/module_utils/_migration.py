@@ -108,7 +108,7 @@ def parse_libvirt_uri(uri, role):
     except ValueError as exc:
         raise HvmaintError("%s %r is not a valid libvirt URI: %s" % (role, uri, exc)) from exc
     del port
-    driver, _, transport = parts.scheme.partition("+")
+    driver, transport = parts.scheme.split("+", 1) if "+" in parts.scheme else (parts.scheme, "")
     if driver != "qemu":
         raise HvmaintError("%s %r is not a valid libvirt URI for QEMU/KVM: it must start with qemu://, qemu+tls://,"
                            " qemu+ssh:// or qemu+tcp://" % (role, uri))
@@ -307,8 +307,8 @@ def classify_disks(disks, pool_type_of_path=None, pool_type_of_name=None, fs_typ
     result = []
     for disk in disks:
         entry = dict(disk, shared=None, how=None, copy=False)
-        if disk["readonly"] or disk["device"] in ("cdrom", "floppy") or not (disk["path"] or disk["volume"]
-                                                                              or disk["protocol"]):
+        empty = not (disk["path"] or disk["volume"] or disk["protocol"])
+        if disk["readonly"] or disk["device"] in ("cdrom", "floppy") or empty:
             entry.update(shared=None, how="not copied (read-only or empty)")
             result.append(entry)
             continue
@@ -979,8 +979,8 @@ class Migrator:
                 dst["defined"] = False
             if not src.get("defined") and not dst.get("defined") and dst.get("error") is None:
                 self.sconn.defineXML(plan.inactive_xml)
-                note("%s was defined nowhere: defined it again on %s from its saved XML" % (plan.name,
-                                                                                           self.source))
+                note("%s was defined nowhere: defined it again on %s from its saved XML" % (
+                    plan.name, self.source))
                 src["defined"] = True
         except (libvirt.libvirtError, AttributeError) as exc:
             note("repair failed: %s" % exc)

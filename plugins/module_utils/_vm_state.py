@@ -35,8 +35,8 @@ def find_domain(conn, name):
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             known = sorted(d.name() for d in conn.listAllDomains(0))
-            raise HvmaintError("no VM named %s on %s (it has: %s)" % (name, conn.getHostname(),
-                                                                     ", ".join(known) or "none")) from exc
+            raise HvmaintError("no VM named %s on %s (it has: %s)" % (
+                name, conn.getHostname(), ", ".join(known) or "none")) from exc
         raise explain(exc, "cannot look up %s" % name) from exc
 
 

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: cpu_compat
 short_description: Tell which guest CPUs can run on which hosts, before migrating anything
 version_added: 0.1.0
-author: hvmaint.libvirt maintainers
+author: hvmaint.libvirt maintainers (@hvmaint)
 extends_documentation_fragment:
   - hvmaint.libvirt.attributes
   - hvmaint.libvirt.attributes.INFO_MODULE

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: live_migrate
 short_description: Live-migrate libvirt VMs from this host to another
 version_added: 0.1.0
-author: hvmaint.libvirt maintainers
+author: hvmaint.libvirt maintainers (@hvmaint)
 description:
   - Moves one VM, or a list of VMs, from the host it runs on (O(uri), normally this host) to a destination host,
     live, peer to peer, persistent on the destination and undefined on the source, keeping name and UUID.
@@ -232,10 +232,14 @@ attributes:
     support: full
     details: A VM already running on the destination is reported as V(already_there) and not changed.
   action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
     details: The action plugin runs the module asynchronously to print progress and to abort on interruption.
   async:
+    description: Supports being used with the C(async) keyword.
     support: full
+extends_documentation_fragment:
+  - hvmaint.libvirt.attributes
 """
 
 EXAMPLES = r"""
@@ -321,7 +325,7 @@ migrations:
       description: Whether the disks were copied.
       type: bool
     policy_steps:
-      description: Escalation steps, timeouts, repairs and notes, each with RV(migrations[].policy_steps[].action)
+      description: Escalation steps, timeouts, repairs and notes, each with C(action)
         and a C(detail) text.
       type: list
       elements: dict

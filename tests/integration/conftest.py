@@ -148,6 +148,6 @@ def recap(output):
     for line in output.split("PLAY RECAP")[-1].splitlines()[1:]:
         if ":" not in line:
             continue
-        host, _, rest = line.partition(":")
+        host, rest = line.split(":", 1)
         counters[host.strip()] = {k: int(v) for k, v in (item.split("=") for item in rest.split())}
     return counters

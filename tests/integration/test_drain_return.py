@@ -69,8 +69,8 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(lab_at_home
         assert where_is(lab, entry["vm"])[1] == [entry["destination"]]
 
     # A host under maintenance is never a destination: a drain of hv2 must not put anything on hv1.
-    back = run_playbook(lab, ansible_env, "return_host.yml", {"return_host_host": DRAINED,
-                                                               "return_host_ledger": ledger})
+    home = {"return_host_host": DRAINED, "return_host_ledger": ledger}
+    back = run_playbook(lab, ansible_env, "return_host.yml", home)
     print(back.stdout[-2000:])
     for name in moved_out:
         assert where_is(lab, name)[1] == [DRAINED], "%s did not come home" % name
@@ -78,8 +78,7 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(lab_at_home
     returned = [e for e in read_ledger(ledger) if e["operation"] == "return"]
     assert sorted(e["vm"] for e in returned) == sorted(moved_out)
 
-    again = run_playbook(lab, ansible_env, "return_host.yml", {"return_host_host": DRAINED,
-                                                                "return_host_ledger": ledger})
+    again = run_playbook(lab, ansible_env, "return_host.yml", home)
     assert all(counters["changed"] == 0 for counters in recap(again.stdout).values()), again.stdout[-3000:]
     assert len(read_ledger(ledger)) == len(entries) + len(returned)
 

@@ -153,7 +153,7 @@ class Pinger:
 
     def stop(self):
         self.process.send_signal(signal.SIGINT)
-        out, _ = self.process.communicate(timeout=10)
+        out = self.process.communicate(timeout=10)[0]
         stamps = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
         gaps = [b - a for a, b in zip(stamps, stamps[1:])]
         return {"replies": len(stamps), "longest_gap_ms": round(max(gaps) * 1000, 1) if gaps else None}
@@ -447,8 +447,8 @@ def test_completion_timeout_on_a_vm_that_cannot_converge(lab, restore):
         took = time.monotonic() - started
     finally:
         lab.in_host(source, ["tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
-    print("\ncompletion timeout: %s after %.1f s: %s; steps %s" % (result["outcome"], took, result["error"],
-                                                                  [s["detail"] for s in result["policy_steps"]]))
+    steps = [s["detail"] for s in result["policy_steps"]]
+    print("\ncompletion timeout: %s after %.1f s: %s; steps %s" % (result["outcome"], took, result["error"], steps))
     assert result["outcome"] == "failed"
     assert result["timed_out"] == "completion_timeout"
     assert "completion timeout" in result["error"]
@@ -494,8 +494,8 @@ def test_moved_twice_reports_both_moves_and_home(lab, restore):
         conn.close()
     moves = history["moves"][-2:]
     print("\n%s history: home %s, last moves %s" % (name, history.get("home"), moves))
-    assert [(m["from"], m["to"], m["outcome"]) for m in moves] == [(first, second, "migrated"),
-                                                                  (second, third, "migrated")]
+    expected = [(first, second, "migrated"), (second, third, "migrated")]
+    assert [(m["from"], m["to"], m["outcome"]) for m in moves] == expected
     assert all(m.get("at") and m.get("seconds") is not None and m.get("downtime_ms") is not None for m in moves)
     assert history["home"] == (before.get("home") or first)
     assert len(history["moves"]) == min(len(before.get("moves") or []) + 2, 20)
@@ -612,7 +612,7 @@ def test_interrupted_playbook_aborts_the_migration(lab, restore, tmp_path, signu
     time.sleep(2)
     process.send_signal(signum)  # AWX cancels a job with SIGINT, then SIGTERM
     interrupted = time.monotonic()
-    out, _ = process.communicate(timeout=120)
+    out = process.communicate(timeout=120)[0]
     # ansible-playbook itself exits at once ("User interrupted execution"); the task's worker process runs the
     # abort in the background, so what shows that it happened is the VM, not the output.
     deadline = time.time() + 60

@@ -60,7 +60,7 @@ def test_offline_matrix_and_summary():
 
 
 def test_check_mode_changes_nothing_and_runs_the_same():
-    normal, _ = run(guests=GUESTS, hosts=HOSTS)
+    normal = run(guests=GUESTS, hosts=HOSTS)[0]
     checked, code = run(guests=GUESTS, hosts=HOSTS, _ansible_check_mode=True)
     assert code == 0 and checked["changed"] is False
     assert checked["matrix"] == normal["matrix"]
@@ -73,7 +73,7 @@ def test_baseline():
     assert result["baseline"]["vendor"] == "Intel"
     assert result["baseline"]["xml"].startswith("<cpu mode='custom' match='exact'>")
     # what it proposes runs on both hosts
-    check, _ = run(guests=[{"name": "evc", "xml": result["baseline"]["xml"]}], hosts=HOSTS[:2])
+    check = run(guests=[{"name": "evc", "xml": result["baseline"]["xml"]}], hosts=HOSTS[:2])[0]
     assert [p["compatible"] for p in check["matrix"]] == [True, True]
 
 

@@ -42,7 +42,7 @@ def test_documented_defaults_are_the_engines_defaults():
 
 def test_documentation_is_complete():
     assert DOC["version_added"] == "0.1.0"
-    assert DOC["author"] == "hvmaint.libvirt maintainers"
+    assert DOC["author"] == "hvmaint.libvirt maintainers (@hvmaint)"
     assert set(DOC["attributes"]) >= {"check_mode", "diff_mode", "idempotent"}
     yaml.safe_load(live_migrate.EXAMPLES)
     returned = yaml.safe_load(live_migrate.RETURN)
@@ -86,7 +86,7 @@ def test_failed_preflight_still_tells_the_action_plugin_it_is_over(tmp_path):
 
 def test_action_plugin_poll_schedule_is_quick_then_steady():
     schedule = action._schedule()
-    first = [next(schedule) for _ in range(6)]
+    first = [next(schedule) for _step in range(6)]
     assert first[:3] == list(action.POLL_SCHEDULE_S)
     assert first[3:] == [action.POLL_STEADY_S] * 3
     # Progress lines at least every 10 s even with a status call (about 2 s) in between.
