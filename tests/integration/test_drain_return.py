@@ -193,3 +193,33 @@ def lab_module_ping(address):
     from conftest import lab_module
 
     return lab_module.wait_for_ping(address, 15)
+
+
+def test_rolling_maintenance_drains_maintains_and_returns_each_host(lab_at_home, ansible_env, tmp_path):
+    lab = lab_at_home
+    hosts = [h for h in lab.hosts if guests_of(lab, h)][:2]
+    tasks = tmp_path / "maintenance.yml"
+    # The user's maintenance: record, on the host itself, which VMs were running while it was maintained.
+    tasks.write_text(
+        "- name: Record the VMs running during maintenance\n"
+        "  ansible.builtin.shell: virsh -q list --name > /var/lib/libvirt/hvmaint/during-maintenance.txt\n"
+        "  changed_when: true\n")
+    ledger = str(tmp_path / "ledger.jsonl")
+    result = run_playbook(lab, ansible_env, "rolling_maintenance.yml", {
+        "rolling_maintenance_hosts": hosts, "rolling_maintenance_tasks": str(tasks),
+        "drain_host_ledger": ledger, "return_host_ledger": ledger})
+    print(result.stdout[-2500:])
+    for host in hosts:
+        record = os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", "during-maintenance.txt")
+        with open(record, encoding="utf-8") as handle:
+            assert handle.read().split() == [], "%s ran VMs during its maintenance" % host
+        os.unlink(record)
+        assert mark_of(lab, host) is None
+    for guest in lab.config["guests"]:
+        assert where_is(lab, guest["name"])[1] == [guest["host"]], guest["name"]
+    operations = [(e["operation"], e["source"] if e["operation"] == "drain" else e["destination"])
+                  for e in read_ledger(ledger)]
+    # One host at a time: the first host's drain and return come before the second host's drain.
+    first = [i for i, entry in enumerate(operations) if entry[1] == hosts[0]]
+    second = [i for i, entry in enumerate(operations) if entry[1] == hosts[1]]
+    assert first and second and max(first) < min(second), operations
