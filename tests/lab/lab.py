@@ -666,7 +666,8 @@ def lab_processes(state_dir):
                 cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if state_dir in cmdline and "lab.py" not in cmdline:
+        # The directory with its slash: another lab's state directory may start with this one's name.
+        if state_dir.rstrip("/") + "/" in cmdline and "lab.py" not in cmdline:
             found.append(int(entry))
     return found
 
