@@ -13,6 +13,7 @@ author: hvmaint.libvirt maintainers (@hvmaint)
 extends_documentation_fragment:
   - hvmaint.libvirt.attributes
   - hvmaint.libvirt.attributes.INFO_MODULE
+  - hvmaint.libvirt.capacity
 description:
   - With O(source), plans the drain of that host; with O(return_to), plans bringing back every VM whose
     C(metadata.home) is that host, wherever it now runs.
@@ -29,12 +30,6 @@ description:
   - Moves come in waves, one tier per wave (split further by O(max_wave_size)); shut-off VMs (definition-only
     moves) come in waves of their own after the live ones.
 options:
-  hosts:
-    description:
-      - Facts of every host to consider, including the one drained and all destinations.
-    type: list
-    elements: dict
-    required: true
   source:
     description:
       - Name of the host to drain. Exactly one of O(source) and O(return_to) is required.
@@ -99,31 +94,6 @@ options:
       - Hosts that must never be destinations. Hosts under maintenance never are.
     type: list
     elements: str
-  host_overrides:
-    description:
-      - Per host name, C(memory_mib) and/or C(vcpus) to plan with instead of the facts' C(memory_total_mib) and
-        C(cpu.count).
-    type: dict
-  memory_overcommit:
-    description:
-      - Memory a host may promise to VMs, as a multiple of its declared memory.
-    type: float
-    default: 1.0
-  memory_reserve_mib:
-    description:
-      - Memory kept for the host itself, in MiB.
-    type: int
-    default: 1024
-  vcpu_overcommit:
-    description:
-      - vCPUs a host may run, as a multiple of its logical CPUs.
-    type: float
-    default: 4.0
-  bandwidth_mib_s:
-    description:
-      - Throughput of one migration in MiB/s, for the predicted times. Pass a measured figure when known.
-    type: float
-    default: 100
   max_parallel_per_source:
     description:
       - Migrations a source host runs at once, for the predicted times.
@@ -133,12 +103,6 @@ options:
     description:
       - Split a tier's moves into waves of at most this many VMs. Default is one wave per tier.
     type: int
-  cpu_matrix:
-    description:
-      - The RV(hvmaint.libvirt.cpu_compat#module:matrix) of M(hvmaint.libvirt.cpu_compat); a pair marked
-        C(compatible=false) is never planned (unless its C(result) is V(error), which means not judged).
-    type: list
-    elements: dict
 notes:
   - Free memory of a host is O(memory_overcommit) times its declared memory, minus O(memory_reserve_mib), minus
     the memory of the VMs it runs and of the VMs the plan sends there.
@@ -322,12 +286,13 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan i
     plan_return,
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import CAPACITY_ARGUMENT_SPEC
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            hosts=dict(type="list", elements="dict", required=True),
+            **CAPACITY_ARGUMENT_SPEC,
             source=dict(type="str"),
             return_to=dict(type="str"),
             tier_order=dict(type="list", elements="str", default=["critical", "high", "normal", "low"]),
@@ -338,14 +303,8 @@ def main():
             unplaceable_policy=dict(type="dict"),
             shutoff_vms=dict(type="str", choices=["move", "leave"], default="move"),
             exclude_hosts=dict(type="list", elements="str"),
-            host_overrides=dict(type="dict"),
-            memory_overcommit=dict(type="float", default=1.0),
-            memory_reserve_mib=dict(type="int", default=1024),
-            vcpu_overcommit=dict(type="float", default=4.0),
-            bandwidth_mib_s=dict(type="float", default=100),
             max_parallel_per_source=dict(type="int", default=2),
             max_wave_size=dict(type="int"),
-            cpu_matrix=dict(type="list", elements="dict"),
         ),
         mutually_exclusive=[("source", "return_to")],
         required_one_of=[("source", "return_to")],

@@ -13,6 +13,7 @@ author: hvmaint.libvirt maintainers (@hvmaint)
 extends_documentation_fragment:
   - hvmaint.libvirt.attributes
   - hvmaint.libvirt.attributes.INFO_MODULE
+  - hvmaint.libvirt.capacity
 description:
   - For every VM on the O(source) host and every candidate destination, lists the blockers that would make a
     live migration fail or harm the VM, and the warnings worth reading first, each with a code and a sentence
@@ -25,14 +26,6 @@ description:
   - Each pair is judged alone, as if that VM were the only one moving. M(hvmaint.libvirt.evacuation_plan)
     accounts for VMs moving together.
 options:
-  hosts:
-    description:
-      - Facts of every host to consider, the RV(hvmaint.libvirt.hypervisor_info#module:hypervisor) results of
-        M(hvmaint.libvirt.hypervisor_info).
-      - Must include the O(source) host and the destinations.
-    type: list
-    elements: dict
-    required: true
   source:
     description:
       - Name of the host to be drained. It must be one of O(hosts).
@@ -52,40 +45,6 @@ options:
         RV(excluded_destinations).
     type: list
     elements: str
-  cpu_matrix:
-    description:
-      - The RV(hvmaint.libvirt.cpu_compat#module:matrix) of M(hvmaint.libvirt.cpu_compat), a list of
-        dictionaries with C(guest) (VM name), C(host), C(result), C(compatible), C(missing_features) and
-        C(reasons).
-      - C(compatible=false) is a blocker; C(result=error) (could not judge) and C(compatible=null) are warnings.
-      - When omitted, every pair carries the note C(cpu_not_checked).
-    type: list
-    elements: dict
-  host_overrides:
-    description:
-      - Per host name, C(memory_mib) and/or C(vcpus) to use instead of the facts' C(memory_total_mib) and
-        C(cpu.count), for example to keep part of a host free.
-    type: dict
-  memory_overcommit:
-    description:
-      - Memory a host may promise to VMs, as a multiple of its declared memory.
-    type: float
-    default: 1.0
-  memory_reserve_mib:
-    description:
-      - Memory kept for the host itself, in MiB, subtracted from what VMs may use.
-    type: int
-    default: 1024
-  vcpu_overcommit:
-    description:
-      - vCPUs a host may run, as a multiple of its logical CPUs.
-    type: float
-    default: 4.0
-  bandwidth_mib_s:
-    description:
-      - Migration throughput per move in MiB/s, for the time estimates. Pass a measured figure when known.
-    type: float
-    default: 100
 notes:
   - The memory a destination can give is O(memory_overcommit) times its declared memory, minus
     O(memory_reserve_mib), minus the memory of the VMs it runs (states running, blocked, paused, pmsuspended,
@@ -231,22 +190,16 @@ summary_lines:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import assess
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import CAPACITY_ARGUMENT_SPEC, assess
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            hosts=dict(type="list", elements="dict", required=True),
+            **CAPACITY_ARGUMENT_SPEC,
             source=dict(type="str", required=True),
             vms=dict(type="list", elements="str"),
             destinations=dict(type="list", elements="str"),
-            cpu_matrix=dict(type="list", elements="dict"),
-            host_overrides=dict(type="dict"),
-            memory_overcommit=dict(type="float", default=1.0),
-            memory_reserve_mib=dict(type="int", default=1024),
-            vcpu_overcommit=dict(type="float", default=4.0),
-            bandwidth_mib_s=dict(type="float", default=100),
         ),
         supports_check_mode=True,
     )
