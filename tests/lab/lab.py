@@ -559,6 +559,8 @@ class Lab:
                  "    # The lab's hosts are namespaces of this machine: rebooting one would reboot the machine.",
                  "    rolling_maintenance_reboot: false",
                  "    hvmaint_lab: true",
+                 "    # Migration streams are encrypted too (QEMU's TLS, certificates in each host's /etc/pki/qemu).",
+                 "    hvmaint_tls_stream: true",
                  "  children:", "    hypervisors:", "      hosts:"]
         for name, host in self.hosts.items():
             lines += ["        %s:" % name,
