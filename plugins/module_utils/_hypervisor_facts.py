@@ -394,12 +394,29 @@ def gather(conn, include_xml=False, names=None):
         facts["storage_pools"] = sorted(pools, key=lambda p: p["name"])
         facts["bridges"] = local_bridges() if local else _remote_bridges(conn)
         facts["maintenance"] = read_mark() if local else None
-        facts["vms"] = [gather_vm(dom, pools, local, include_xml)
-                        for dom in sorted(conn.listAllDomains(0), key=lambda d: d.name())
-                        if names is None or dom.name() in names]
+        facts["vms"] = []
+        for dom in conn.listAllDomains(0):
+            vm = _gather_vm_if_still_there(dom, names, pools, local, include_xml)
+            if vm is not None:
+                facts["vms"].append(vm)
+        facts["vms"].sort(key=lambda vm: vm["name"])
     except libvirt.libvirtError as exc:
         raise explain(exc, "cannot read the facts of %s" % uri) from exc
     return facts
+
+
+def _gather_vm_if_still_there(dom, names, pools, local, include_xml):
+    """A VM's facts, or None when it is not wanted or left the host while being read (a migration finished)."""
+    import libvirt
+
+    try:
+        if names is not None and dom.name() not in names:
+            return None
+        return gather_vm(dom, pools, local, include_xml)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
 
 
 def _remote_bridges(conn):
