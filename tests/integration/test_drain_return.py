@@ -52,6 +52,10 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(lab_at_home
         assert running and running[0] != DRAINED, "%s still on %s" % (name, DRAINED)
         assert defined == running
     assert mark_of(lab, DRAINED)["reason"] == "test drain"
+    # The workload guests kept running through their move: they answer on their own address from the new host.
+    for guest in lab.config["guests"]:
+        if guest["name"] in moved_out and guest["kind"] == "linux":
+            assert lab_module_ping(guest["ip"]), "%s does not answer after its move" % guest["name"]
 
     # Critical first: in the ledger's order, and finished before any lower tier started (waves do not overlap).
     entries = [e for e in read_ledger(ledger) if e["operation"] == "drain"]

@@ -24,6 +24,7 @@ import threading
 import time
 
 import pytest
+from conftest import revive_linux_guests
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration as M
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, open_connection
@@ -126,6 +127,7 @@ def source_has_no_job(lab, host, name):
 @pytest.fixture
 def restore(lab):
     """Put every guest back on the host it ran on when the test started."""
+    revive_linux_guests(lab)
     start = {g["name"]: where(lab, g["name"]) for g in lab.config["guests"]}
     yield start
     for host in lab.hosts:
