@@ -290,8 +290,12 @@ def test_batch_of_idle_guests_respects_concurrency_bound(lab, restore):
               ", ".join("%s %.2f s" % (r["name"], r["elapsed_s"]) for r in results)))
     assert [r["outcome"] for r in results] == ["migrated"] * len(names)
     assert [r["name"] for r in results] == names
+    # The bound, seen from outside the engine: never more than two migration jobs on the source at once.
     assert most <= 2 and peak <= 2
-    assert most == 2, "two migrations should have run at once"
+    assert most >= 1, "the sampler saw no migration job at all: it proves nothing"
+    # That two did run side by side is read from the results' own times: an idle guest's libvirt job lasts well
+    # under a second, so a sampler that needs ~100 ms a round does not always catch two jobs in the same round.
+    assert peak == 2, "two migrations should have run at once"
     for name in names:
         assert_exactly_one(lab, name, destination)
 
