@@ -17,6 +17,11 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata impor
 
 # libvirt's virDomainState numbers, in order.
 DOMAIN_STATES = ("nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended")
+
+
+def state_name(code):
+    """The name of a libvirt virDomainState number ("nostate" for one this libvirt-python does not know)."""
+    return DOMAIN_STATES[code] if 0 <= code < len(DOMAIN_STATES) else "nostate"
 # Storage that every host of a cluster can usually reach.
 SHARED_POOL_TYPES = frozenset(("netfs", "rbd", "gluster", "iscsi", "iscsi-direct", "sheepdog", "vstorage"))
 LOCAL_POOL_TYPES = frozenset(("dir", "fs", "logical", "disk", "scsi", "mpath", "zfs"))
@@ -473,8 +478,7 @@ def gather_vm(dom, pools, local, include_xml=False):
 
     xml_text = dom.XMLDesc(0)
     vm = parse_domain(xml_text, pools, local_filesystem_of if local else None)
-    state = dom.state()[0]
-    vm["state"] = DOMAIN_STATES[state] if 0 <= state < len(DOMAIN_STATES) else "nostate"
+    vm["state"] = state_name(dom.state()[0])
     vm["persistent"] = bool(dom.isPersistent())
     vm["autostart"] = bool(dom.autostart()) if vm["persistent"] else False
     vm["job"] = active_job(dom)

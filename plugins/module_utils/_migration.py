@@ -29,6 +29,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client im
     libvirt,
     open_connection,
 )
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._hypervisor_facts import state_name
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata import (
     read_domain_metadata,
     with_move,
@@ -697,7 +698,7 @@ class Migrator:
         state = dom.state()[0]
         if state not in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_BLOCKED):
             raise HvmaintError("%s is not running on %s (state %s): live migration moves running VMs only"
-                               % (name, self.source, _STATE_NAMES.get(state, state)))
+                               % (name, self.source, state_name(state)))
         if not dom.isPersistent():
             raise HvmaintError("%s is transient on %s: it has no definition to move" % (name, self.source))
         by_uuid = _lookup(self.dconn, uuid=plan.uuid)
@@ -1119,10 +1120,6 @@ def write_progress_file(path, snapshot):
 
 # ==============================================================================================================
 # small libvirt helpers
-
-
-_STATE_NAMES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed",
-                7: "pmsuspended"}
 
 
 def _lookup(conn, name=None, uuid=None):

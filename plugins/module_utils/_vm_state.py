@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._hypervisor_facts import DOMAIN_STATES
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._hypervisor_facts import state_name
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, explain
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata import (
     read_domain_metadata,
@@ -20,7 +20,7 @@ ACTIVE = ("running", "paused", "blocked", "pmsuspended")
 
 
 def describe(dom):
-    state = DOMAIN_STATES[dom.state()[0]]
+    state = state_name(dom.state()[0])
     if state == "shutoff" and dom.hasManagedSaveImage(0):
         return "suspended"
     return "running" if state in ACTIVE else state
