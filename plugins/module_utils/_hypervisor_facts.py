@@ -18,16 +18,17 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata impor
 # libvirt's virDomainState numbers, in order.
 DOMAIN_STATES = ("nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended")
 
-
-def state_name(code):
-    """The name of a libvirt virDomainState number ("nostate" for one this libvirt-python does not know)."""
-    return DOMAIN_STATES[code] if 0 <= code < len(DOMAIN_STATES) else "nostate"
 # Storage that every host of a cluster can usually reach.
 SHARED_POOL_TYPES = frozenset(("netfs", "rbd", "gluster", "iscsi", "iscsi-direct", "sheepdog", "vstorage"))
 LOCAL_POOL_TYPES = frozenset(("dir", "fs", "logical", "disk", "scsi", "mpath", "zfs"))
 SHARED_FILESYSTEMS = frozenset(("nfs", "nfs4", "cifs", "smb3", "glusterfs", "fuse.glusterfs", "ceph", "ocfs2",
                                 "gfs2", "fuse.cephfs", "virtiofs", "9p", "lustre", "beegfs", "gpfs"))
 VIRTUALIZATION_EXTENSIONS = {"vmx": "Intel VT-x", "svm": "AMD-V"}
+
+
+def state_name(code):
+    """The name of a libvirt virDomainState number ("nostate" for one this libvirt-python does not know)."""
+    return DOMAIN_STATES[code] if 0 <= code < len(DOMAIN_STATES) else "nostate"
 
 
 def _kib_to_mib(value):
