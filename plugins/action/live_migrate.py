@@ -192,6 +192,8 @@ class ActionModule(ActionBase):
 
     def _abort(self, args, task_vars, jid, async_dir):
         abort_args = {key: args[key] for key in ("uri", "name", "names") if args.get(key)}
+        if args.get("moves"):
+            abort_args["names"] = [move.get("name") for move in args["moves"] if isinstance(move, dict)]
         abort_args["state"] = "aborted"
         try:
             aborted = self._execute_module(module_args=abort_args, task_vars=task_vars, wrap_async=False)

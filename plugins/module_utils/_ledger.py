@@ -84,6 +84,7 @@ def entries_from_migrations(migrations, tiers=None, operation=None, job=None, no
             "operation": operation,
             "started_at": migration.get("started_at"),
             "error": migration.get("error"),
+            "mode": migration.get("mode"),
         })
     return entries
 

@@ -77,6 +77,12 @@ def explain(exc, action):
     return HvmaintError(message, libvirt_error_code=code)
 
 
+def unknown_vms(names, host, known):
+    """The one error for VMs a host does not have; it lists what the host has, since a typo is the usual cause."""
+    return HvmaintError("no VM named %s on %s (it has: %s)" % (", ".join(names), host,
+                                                              ", ".join(sorted(known)) or "none"))
+
+
 def _quiet_libvirt_errors():
     # libvirt prints every error to stderr by default; we raise them instead.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)

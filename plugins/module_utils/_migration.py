@@ -28,6 +28,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client im
     explain,
     libvirt,
     open_connection,
+    unknown_vms,
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._hypervisor_facts import state_name
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata import (
@@ -45,6 +46,9 @@ DEFAULT_MAX_DOWNTIME_MS = 300
 # KubeVirt (parallelOutboundMigrationsPerNode), oVirt/VDSM (max_outgoing_migrations) and Hyper-V (simultaneous
 # live migrations) all default to two outbound migrations per host.
 DEFAULT_MAX_PARALLEL = 2
+# Ours, the outbound figure mirrored: when one call sends VMs to several hosts, no destination takes more than two
+# incoming migrations at a time (each starts a QEMU and receives a full-rate stream).
+DEFAULT_MAX_PARALLEL_PER_DESTINATION = 2
 # KubeVirt's completionTimeoutPerGiB as documented for KubeVirt / OpenShift Virtualization (pkg/virt-config).
 DEFAULT_COMPLETION_TIMEOUT_S_PER_GIB = 800
 # Ours: fixed costs (starting QEMU on the destination, handshakes) do not scale with memory, so a 64 MiB VM
@@ -65,6 +69,7 @@ TRANSPORT_SCHEMES = {"tls": "qemu+tls", "ssh": "qemu+ssh", "tcp": "qemu+tcp"}
 COPY_STORAGE_MODES = ("auto", "always", "never")
 TIMEOUT_ACTIONS = ("abort", "postcopy")
 COMPRESSION_METHODS = ("none", "xbzrle", "zstd", "zlib")
+SHUTOFF_CHOICES = ("fail", "move")
 # Multifd compression methods: QEMU compresses per channel, so they need parallel connections.
 MULTIFD_COMPRESSION = ("zstd", "zlib")
 
@@ -152,6 +157,9 @@ class Policy:
         self.progress_timeout_s = DEFAULT_PROGRESS_TIMEOUT_S if progress is None else progress
         self.progress_timeout_action = kw.get("progress_timeout_action") or "abort"
         self.max_parallel = int(kw.get("max_parallel") or DEFAULT_MAX_PARALLEL)
+        self.max_parallel_per_destination = int(kw.get("max_parallel_per_destination")
+                                                or DEFAULT_MAX_PARALLEL_PER_DESTINATION)
+        self.shutoff_vms = kw.get("shutoff_vms") or "fail"
 
     def as_dict(self):
         return dict(vars(self))
@@ -177,9 +185,10 @@ def validate_policy(options):
     number("completion_timeout_min_s", options.get("completion_timeout_min_s"), 1)
     number("progress_timeout_s", options.get("progress_timeout_s"), 0)
     number("max_parallel", options.get("max_parallel"), 1, 64)
+    number("max_parallel_per_destination", options.get("max_parallel_per_destination"), 1, 64)
     number("escalation.iterations_per_step", escalation.get("iterations_per_step"), 1, 100)
     for key, allowed in (("compression", COMPRESSION_METHODS), ("copy_storage", COPY_STORAGE_MODES),
-                         ("completion_timeout_action", TIMEOUT_ACTIONS),
+                         ("completion_timeout_action", TIMEOUT_ACTIONS), ("shutoff_vms", SHUTOFF_CHOICES),
                          ("progress_timeout_action", TIMEOUT_ACTIONS)):
         value = options.get(key)
         if value is not None and value not in allowed:
@@ -250,6 +259,12 @@ def migration_flags(policy, copy_storage):
     return flags
 
 
+def offline_flags():
+    """Flags that move the definition of a shut-off VM: nothing runs, so there is no stream to tune or encrypt."""
+    return (_flag("VIR_MIGRATE_OFFLINE", 1024) | _flag("VIR_MIGRATE_PEER2PEER", 2)
+            | _flag("VIR_MIGRATE_PERSIST_DEST", 8) | _flag("VIR_MIGRATE_UNDEFINE_SOURCE", 16))
+
+
 def migration_params(policy, migrate_disks=None):
     """The typed parameters of virDomainMigrateToURI3 (string keys: the hosts' bindings may predate some)."""
     params = {}
@@ -266,7 +281,7 @@ def migration_params(policy, migrate_disks=None):
 
 FLAG_NAMES = (("VIR_MIGRATE_LIVE", 1), ("VIR_MIGRATE_PEER2PEER", 2), ("VIR_MIGRATE_PERSIST_DEST", 8),
               ("VIR_MIGRATE_UNDEFINE_SOURCE", 16), ("VIR_MIGRATE_NON_SHARED_DISK", 64),
-              ("VIR_MIGRATE_COMPRESSED", 2048), ("VIR_MIGRATE_ABORT_ON_ERROR", 4096),
+              ("VIR_MIGRATE_OFFLINE", 1024), ("VIR_MIGRATE_COMPRESSED", 2048), ("VIR_MIGRATE_ABORT_ON_ERROR", 4096),
               ("VIR_MIGRATE_AUTO_CONVERGE", 8192), ("VIR_MIGRATE_POSTCOPY", 32768), ("VIR_MIGRATE_TLS", 65536),
               ("VIR_MIGRATE_PARALLEL", 131072))
 
@@ -408,8 +423,8 @@ def progress_from_stats(stats, previous=None, interval_s=None):
 
 
 def format_progress_line(source, destination, vm):
-    """One progress line as ansible-playbook shows it."""
-    head = "[%s\u2192%s] %s:" % (source, destination, vm["name"])
+    """One progress line as ansible-playbook shows it (the VM's own destination wins over the run's)."""
+    head = "[%s\u2192%s] %s:" % (source, vm.get("destination") or destination, vm["name"])
     status = vm.get("status")
     if status == "queued":
         return "%s queued" % head
@@ -559,6 +574,7 @@ class Plan:
         self.uuid = None
         self.dom = None
         self.action = None        # move | already_there
+        self.offline = False      # a shut-off VM: its definition moves, nothing runs
         self.memory_bytes = 0
         self.disk_bytes = 0
         self.copy_storage = False
@@ -572,8 +588,9 @@ class Plan:
 class Job:
     """A running migration."""
 
-    def __init__(self, plan, policy, flags, params):
+    def __init__(self, plan, policy, flags, params, migrator=None):
         self.plan = plan
+        self.migrator = migrator
         self.flags = flags
         self.params = params
         self.timeout_s = completion_timeout_s(policy, plan.memory_bytes, plan.disk_bytes if plan.copy_storage else 0)
@@ -593,10 +610,13 @@ class Job:
 
 
 class Migrator:
-    """Moves VMs from the source libvirt to one destination. Use as a context manager (closes its connections)."""
+    """Moves VMs from the source libvirt to one destination. Use as a context manager (closes its connections).
+
+    Several Migrators of one source (one per destination) can share the source connection (`source_conn`) and run
+    their moves together under one Batch."""
 
     def __init__(self, source_uri, destination_uri, policy, destination=None, destination_connect_uri=None,
-                 verify=True, record_history=True, home=None, progress=None, log=None):
+                 verify=True, record_history=True, home=None, progress=None, log=None, source_conn=None):
         self.source_uri = source_uri
         self.destination_uri = destination_uri
         self.destination_connect_uri = destination_connect_uri or destination_uri
@@ -607,21 +627,19 @@ class Migrator:
         self.home = home
         self.progress = progress          # callable(snapshot dict), called about once a second
         self.log = log or (lambda _msg: None)
-        self.sconn = None
+        self.sconn = source_conn
+        self._owns_source = source_conn is None
         self.dconn = None
-        self.source = None
-        self._lock = threading.Lock()
+        self.source = source_conn.getHostname() if source_conn is not None else None
         self._abort_requested = None
-        self._jobs = []
-        self._queued = []
-        self._last_progress_write = 0.0
 
     # -- connections --------------------------------------------------------------------------------------------
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        close_quietly(self.sconn)
+        if self._owns_source:
+            close_quietly(self.sconn)
         close_quietly(self.dconn)
         self.sconn = self.dconn = None
         return False
@@ -689,14 +707,19 @@ class Migrator:
         dom = _lookup(self.sconn, name=name)
         if dom is None:
             there = _lookup(self.dconn, name=name)
-            if there is not None and there.isActive():
+            if there is not None and (there.isActive() or (self.policy.shutoff_vms == "move"
+                                                           and there.isPersistent())):
                 plan.uuid, plan.action = there.UUIDString(), ALREADY_THERE
                 return plan
-            known = sorted(d.name() for d in self.sconn.listAllDomains(0))
-            raise HvmaintError("%s is not a VM on %s (it has: %s)" % (name, self.source, ", ".join(known) or "none"))
+            raise unknown_vms([name], self.source, [d.name() for d in self.sconn.listAllDomains(0)])
         plan.dom, plan.uuid = dom, dom.UUIDString()
         state = dom.state()[0]
-        if state not in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_BLOCKED):
+        plan.offline = state == libvirt.VIR_DOMAIN_SHUTOFF and not dom.isActive()
+        if plan.offline and self.policy.shutoff_vms != "move":
+            raise HvmaintError("%s is shut off on %s: live migration moves running VMs only (shutoff_vms=move"
+                               " moves its definition offline)" % (name, self.source))
+        if not plan.offline and state not in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED,
+                                              libvirt.VIR_DOMAIN_BLOCKED):
             raise HvmaintError("%s is not running on %s (state %s): live migration moves running VMs only"
                                % (name, self.source, state_name(state)))
         if not dom.isPersistent():
@@ -704,6 +727,9 @@ class Migrator:
         by_uuid = _lookup(self.dconn, uuid=plan.uuid)
         by_name = _lookup(self.dconn, name=name)
         if by_uuid is not None and by_uuid.isActive():
+            if plan.offline:
+                raise HvmaintError("%s is shut off on %s but runs on %s: refusing to touch it (the definition on %s"
+                                   " is stale)" % (name, self.source, self.destination, self.source))
             raise HvmaintError("%s runs on both %s and %s: refusing to touch it" % (name, self.source,
                                                                                     self.destination))
         if by_name is not None and by_name.UUIDString() != plan.uuid:
@@ -718,15 +744,16 @@ class Migrator:
         plan.inactive_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_INACTIVE)
         root = ET.fromstring(plan.inactive_xml)
         plan.memory_bytes = _memory_bytes(root)
-        self._plan_storage(plan, root)
+        if plan.offline:
+            self._plan_offline_storage(plan, root)
+        else:
+            self._plan_storage(plan, root)
         plan.metadata = read_domain_metadata(dom) if self.record_history else {}
         plan.action = "move"
         return plan
 
-    def _plan_storage(self, plan, root):
-        disks = domain_disks(root)
-        if not disks or self.policy.copy_storage == "never":
-            return
+    def _classify_disks(self, disks):
+        """classify_disks with this source's storage pools, and its mounts when the module runs on the source."""
         local = parse_libvirt_uri(self.source_uri, "uri")[1] is None
         mountinfo = None
         if local:
@@ -735,9 +762,15 @@ class Migrator:
                     mountinfo = handle.read()
             except OSError:
                 mountinfo = None
-        classified = classify_disks(
+        return classify_disks(
             disks, pool_type_of_path=self._pool_type_of_path, pool_type_of_name=self._pool_type_of_name,
             fs_type_of_path=(lambda path: fs_type_from_mountinfo(path, mountinfo)) if mountinfo else None)
+
+    def _plan_storage(self, plan, root):
+        disks = domain_disks(root)
+        if not disks or self.policy.copy_storage == "never":
+            return
+        classified = self._classify_disks(disks)
         plan.copy_storage, plan.migrate_disks = decide_copy_storage(self.policy.copy_storage, classified, plan.name)
         if plan.copy_storage:
             for disk in classified:
@@ -749,6 +782,23 @@ class Migrator:
             plan.notes.append("copies disks %s (%s)" % (
                 ", ".join(plan.migrate_disks or [d["target"] for d in classified if d["copy"]]),
                 "; ".join("%s: %s" % (d["target"], d["how"]) for d in classified if d["how"])))
+
+    def _plan_offline_storage(self, plan, root):
+        """An offline migration moves the definition only: every disk it writes must be reachable from the
+        destination already (copy_storage=never says so for disks that cannot be told)."""
+        classified = self._classify_disks(domain_disks(root))
+        writable = [d for d in classified if d["how"] != "not copied (read-only or empty)"]
+        local = [d for d in writable if d["shared"] is False
+                 or (d["shared"] is None and self.policy.copy_storage != "never")]
+        if local:
+            disk = local[0]
+            where = ("on host-local storage (%s)" % disk["how"] if disk["shared"] is False
+                     else "on storage not known to be shared")
+            raise HvmaintError("%s is shut off and its disk %s (%s) is %s: an offline migration moves the"
+                               " definition only, not the disk; start the VM to migrate it live with its storage,"
+                               " or set copy_storage=never if the disk is shared" % (
+                                   plan.name, disk["target"], disk["path"] or disk["volume"], where))
+        plan.notes.append("shut off: its definition moves offline")
 
     def _pool_type_of_path(self, path):
         try:
@@ -770,56 +820,22 @@ class Migrator:
 
     def run(self, plans):
         """Migrate the planned VMs; return one result per plan, in the plan's order."""
-        results = {}
-        for plan in plans:
-            if plan.action == ALREADY_THERE:
-                entry = base_result(plan.name, plan.uuid, self.source, self.destination)
-                entry.update(outcome=ALREADY_THERE, elapsed_s=0.0)
-                results[plan.name] = entry
-        self._queued = [plan for plan in plans if plan.action == "move"]
-        running = []
-        wake = threading.Event()
-        stop_starting = False
-        while self._queued or running:
-            if self._abort_requested:
-                stop_starting = True
-            while self._queued and not stop_starting and len(running) < self.policy.max_parallel:
-                running.append(self._start(self._queued.pop(0), wake))
-            for job in list(running):
-                if job.done.is_set():
-                    running.remove(job)
-                    results[job.plan.name] = job.result
-                    if job.result["outcome"] in (FAILED, ABORTED):
-                        # A failure stops the list: VMs already moving finish, the others are not started.
-                        stop_starting = True
-                elif self._abort_requested and job.abort_reason is None:
-                    self._abort(job, "user", self._abort_requested)
-                else:
-                    self._monitor(job)
-            if stop_starting and self._queued:
-                for plan in self._queued:
-                    entry = base_result(plan.name, plan.uuid, self.source, self.destination)
-                    entry.update(outcome=SKIPPED, error="not started: %s" % (
-                        self._abort_requested or "an earlier migration of the list failed"))
-                    results[plan.name] = entry
-                self._queued = []
-            self._write_progress(results, force=not (self._queued or running))
-            if running:
-                wake.wait(POLL_INTERVAL_S)
-                wake.clear()
-        return [results[plan.name] for plan in plans]
+        return Batch(self.policy, progress=self.progress, migrators=[self]).run([(self, plan) for plan in plans])
 
     def _start(self, plan, wake):
-        flags = migration_flags(self.policy, plan.copy_storage)
-        params = migration_params(self.policy, plan.migrate_disks)
-        job = Job(plan, self.policy, flags, params)
+        if plan.offline:
+            flags, params = offline_flags(), {}
+        else:
+            flags = migration_flags(self.policy, plan.copy_storage)
+            params = migration_params(self.policy, plan.migrate_disks)
+        job = Job(plan, self.policy, flags, params, migrator=self)
         job.result = base_result(plan.name, plan.uuid, self.source, self.destination)
         job.result["copy_storage"] = plan.copy_storage
+        job.result["mode"] = "offline" if plan.offline else "live"
         job.result["policy_steps"] = [{"at_s": 0.0, "iteration": 0, "action": "note", "detail": note}
                                       for note in plan.notes]
         job.started = time.monotonic()
         job.started_wall = time.time()
-        self._jobs.append(job)
         job.thread = threading.Thread(target=self._migrate, args=(job, wake), name="migrate-%s" % plan.name)
         job.thread.daemon = True
         job.thread.start()
@@ -831,8 +847,9 @@ class Migrator:
             try:
                 # QEMU keeps the limit until changed; set it for every migration so an earlier run's escalated
                 # value does not carry over.
-                plan.dom.migrateSetMaxDowntime(self.policy.max_downtime_ms, 0)
-                job.progress["downtime_limit_ms"] = self.policy.max_downtime_ms
+                if not plan.offline:
+                    plan.dom.migrateSetMaxDowntime(self.policy.max_downtime_ms, 0)
+                    job.progress["downtime_limit_ms"] = self.policy.max_downtime_ms
                 api_start = time.monotonic()
                 job.timings["before_api_s"] = api_start - job.started
                 plan.dom.migrateToURI3(self.destination_uri, job.params, job.flags)
@@ -889,7 +906,9 @@ class Migrator:
     def _verify_moved(self, plan, dest_dom, job):
         """Running and persistent on the destination; gone from the source (a left-over definition is removed)."""
         problems = []
-        if not dest_dom.isActive():
+        if plan.offline and dest_dom.isActive():
+            problems.append("%s runs on %s after an offline migration" % (plan.name, self.destination))
+        elif not plan.offline and not dest_dom.isActive():
             problems.append("%s is not running on %s after the migration" % (plan.name, self.destination))
         if not dest_dom.isPersistent():
             problems.append("%s is not persistent on %s after the migration" % (plan.name, self.destination))
@@ -913,7 +932,10 @@ class Migrator:
         where = self._locate(plan)
         job.result["where"] = where
         src, dst = where["source"], where["destination"]
-        moved = dst.get("running") and dst.get("persistent") and not src.get("running")
+        if plan.offline:
+            moved = dst.get("persistent") and not src.get("defined")
+        else:
+            moved = dst.get("running") and dst.get("persistent") and not src.get("running")
         if moved:
             # libvirt reported an error after the VM had moved (e.g. in the confirm phase): it did move.
             job.result["outcome"] = MIGRATED
@@ -973,6 +995,12 @@ class Migrator:
                 self.dconn.defineXML(plan.inactive_xml)
                 note("defined %s on %s, where it runs" % (plan.name, self.destination))
                 dst["defined"] = dst["persistent"] = True
+            if (plan.offline and src.get("defined") and not src.get("running") and dst.get("defined")
+                    and not dst.get("running") and not plan.destination_defined):
+                # The offline move half-happened: keep the source's definition, which nothing has touched.
+                _lookup(self.dconn, uuid=plan.uuid).undefine()
+                note("removed the definition the failed offline migration left on %s" % self.destination)
+                dst["defined"] = False
             if (src.get("running") and dst.get("defined") and not dst.get("running")
                     and not plan.destination_defined):
                 _lookup(self.dconn, uuid=plan.uuid).undefine()
@@ -1005,6 +1033,8 @@ class Migrator:
 
     # -- monitoring ---------------------------------------------------------------------------------------------
     def _monitor(self, job):
+        if job.plan.offline:
+            return  # no memory to copy, nothing to steer: libvirt only moves the definition
         now = time.monotonic()
         last = job.last_stats or {}
         if last.get("data_processed") and last.get("data_remaining") == 0 and not job.escalator.postcopy:
@@ -1053,7 +1083,89 @@ class Migrator:
             job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
                                         "action": "error", "detail": "abort (%s) failed: %s" % (why, exc)})
 
-    def _write_progress(self, results, force=False):
+
+# ==============================================================================================================
+# Running several moves at once
+
+
+class Batch:
+    """Runs planned moves of one source host, to one destination or several, in the order given: at most
+    policy.max_parallel at a time from the source and at most policy.max_parallel_per_destination into any one
+    destination. A move whose destination is full waits while later moves to other destinations start."""
+
+    def __init__(self, policy, progress=None, migrators=()):
+        self.policy = policy
+        self.progress = progress          # callable(snapshot dict), called about once a second
+        self.migrators = list(migrators)
+        self._jobs = []
+        self._queued = []
+        self._last_progress_write = 0.0
+
+    def request_abort(self, why="abort requested"):
+        """Ask every migration of the batch to abort (safe to call from a signal handler)."""
+        for migrator in self.migrators:
+            migrator.request_abort(why)
+
+    def _abort_requested(self):
+        return next((m._abort_requested for m in self.migrators if m._abort_requested), None)
+
+    def run(self, entries):
+        """entries: [(migrator, plan)]. Return one result per entry, in the entries' order."""
+        for migrator, _plan in entries:
+            if migrator not in self.migrators:
+                self.migrators.append(migrator)
+        results = {}
+        for migrator, plan in entries:
+            if plan.action == ALREADY_THERE:
+                entry = base_result(plan.name, plan.uuid, migrator.source, migrator.destination)
+                entry.update(outcome=ALREADY_THERE, elapsed_s=0.0)
+                results[plan.name] = entry
+        self._queued = [(migrator, plan) for migrator, plan in entries if plan.action == "move"]
+        running = []
+        inbound = {}
+        wake = threading.Event()
+        stop_starting = False
+        while self._queued or running:
+            abort = self._abort_requested()
+            if abort:
+                stop_starting = True
+            while not stop_starting and len(running) < self.policy.max_parallel:
+                ready = next((item for item in self._queued
+                              if inbound.get(id(item[0]), 0) < self.policy.max_parallel_per_destination), None)
+                if ready is None:
+                    break
+                self._queued.remove(ready)
+                migrator, plan = ready
+                inbound[id(migrator)] = inbound.get(id(migrator), 0) + 1
+                job = migrator._start(plan, wake)
+                self._jobs.append(job)
+                running.append(job)
+            for job in list(running):
+                if job.done.is_set():
+                    running.remove(job)
+                    inbound[id(job.migrator)] -= 1
+                    results[job.plan.name] = job.result
+                    if job.result["outcome"] in (FAILED, ABORTED):
+                        # A failure stops the list: VMs already moving finish, the others are not started.
+                        stop_starting = True
+                elif abort and job.abort_reason is None:
+                    job.migrator._abort(job, "user", abort)
+                else:
+                    job.migrator._monitor(job)
+            if stop_starting and self._queued:
+                for migrator, plan in self._queued:
+                    entry = base_result(plan.name, plan.uuid, migrator.source, migrator.destination)
+                    entry.update(outcome=SKIPPED, error="not started: %s" % (
+                        self._abort_requested() or "an earlier migration of the list failed"))
+                    results[plan.name] = entry
+                self._queued = []
+            self._write_progress(force=not (self._queued or running))
+            if running:
+                wake.wait(POLL_INTERVAL_S)
+                wake.clear()
+        return [results[plan.name] for _migrator, plan in entries]
+
+    def _write_progress(self, force=False):
         if self.progress is None:
             return
         now = time.monotonic()
@@ -1064,15 +1176,28 @@ class Migrator:
         for job in self._jobs:
             if job.done.is_set():
                 entry = job.result
-                vms.append({"name": entry["name"], "status": entry["outcome"], "elapsed_s": entry["elapsed_s"],
-                            "downtime_ms": entry.get("downtime_ms"), "error": entry.get("error")})
+                vms.append({"name": entry["name"], "destination": entry["destination"], "status": entry["outcome"],
+                            "elapsed_s": entry["elapsed_s"], "downtime_ms": entry.get("downtime_ms"),
+                            "error": entry.get("error")})
             else:
-                vm = {"name": job.plan.name, "status": "running", "elapsed_s": round(now - job.started, 1)}
+                vm = {"name": job.plan.name, "destination": job.migrator.destination, "status": "running",
+                      "elapsed_s": round(now - job.started, 1)}
                 vm.update(job.progress)
                 vms.append(vm)
-        vms += [{"name": plan.name, "status": "queued"} for plan in self._queued]
-        self.progress({"source": self.source, "destination": self.destination, "updated": time.time(),
-                       "finished": force, "vms": vms})
+        vms += [{"name": plan.name, "destination": migrator.destination, "status": "queued"}
+                for migrator, plan in self._queued]
+        destinations = _unique(m.destination for m in self.migrators)
+        self.progress({"source": self.migrators[0].source if self.migrators else None,
+                       "destination": destinations[0] if len(destinations) == 1 else None,
+                       "destinations": destinations, "updated": time.time(), "finished": force, "vms": vms})
+
+
+def _unique(values):
+    seen = []
+    for value in values:
+        if value not in seen:
+            seen.append(value)
+    return seen
 
 
 # ==============================================================================================================
@@ -1187,17 +1312,52 @@ def _host_uuid(conn):
 
 POLICY_OPTIONS = ("bandwidth_mib_s", "max_downtime_ms", "escalation", "parallel_connections", "compression",
                   "copy_storage", "tls_stream", "completion_timeout_s_per_gib", "completion_timeout_min_s",
-                  "completion_timeout_action", "progress_timeout_s", "progress_timeout_action", "max_parallel")
+                  "completion_timeout_action", "progress_timeout_s", "progress_timeout_action", "max_parallel",
+                  "max_parallel_per_destination", "shutoff_vms")
 
 
 def vm_names(params):
-    names = [params["name"]] if params.get("name") else list(params.get("names") or [])
+    if params.get("moves"):
+        names = [move.get("name") for move in params["moves"]]
+    else:
+        names = [params["name"]] if params.get("name") else list(params.get("names") or [])
     if not names:
-        raise HvmaintError("give name (one VM) or names (a list of VMs)")
+        raise HvmaintError("give name (one VM), names (a list of VMs) or moves (VMs with their destinations)")
     blank = [n for n in names if not isinstance(n, str) or not n.strip()]
     if blank:
         raise HvmaintError("VM names must not be empty")
     return names
+
+
+def planned_moves(params):
+    """[(name, destination, destination_uri, destination_connect_uri)] from name/names + destination, or moves.
+
+    Raises HvmaintError naming every move without a usable destination, before any connection is opened."""
+    transport = params.get("transport") or "tls"
+    if params.get("moves"):
+        shared = [key for key in ("name", "names", "destination", "destination_uri", "destination_connect_uri")
+                  if params.get(key)]
+        if shared:
+            raise HvmaintError("moves names each VM with its destination: do not also give %s" % ", ".join(shared))
+        entries = [(move.get("name"), move.get("destination"), move.get("destination_uri"),
+                    move.get("destination_connect_uri")) for move in params["moves"]]
+    else:
+        entries = [(name, params.get("destination"), params.get("destination_uri"),
+                    params.get("destination_connect_uri")) for name in vm_names(params)]
+    moves, problems = [], []
+    for name, destination, uri, connect_uri in entries:
+        try:
+            uri = uri or derive_destination_uri(destination, transport)
+            parse_libvirt_uri(uri, "destination_uri")
+            if connect_uri:
+                parse_libvirt_uri(connect_uri, "destination_connect_uri")
+        except HvmaintError as exc:
+            problems.append("%s: %s" % (name, exc) if params.get("moves") else str(exc))
+            continue
+        moves.append((name, destination, uri, connect_uri))
+    if problems:
+        raise HvmaintError("; ".join(_unique(problems)))
+    return moves
 
 
 def diff_for(results):
@@ -1212,8 +1372,20 @@ def diff_for(results):
     return {"before": before, "after": after}
 
 
+def _check_result(migrator, plan, policy):
+    entry = base_result(plan.name, plan.uuid, migrator.source, migrator.destination)
+    entry["outcome"] = WOULD_MIGRATE if plan.action == "move" else ALREADY_THERE
+    entry["copy_storage"] = plan.copy_storage
+    entry["mode"] = "offline" if plan.offline else "live"
+    entry["policy_steps"] = [{"at_s": 0.0, "iteration": 0, "action": "note", "detail": note}
+                             for note in plan.notes]
+    entry["completion_timeout_s"] = completion_timeout_s(policy, plan.memory_bytes,
+                                                         plan.disk_bytes if plan.copy_storage else 0)
+    return entry
+
+
 def execute(params, check_mode=False, on_start=None):
-    """Run the module's work; return its result dict. `on_start(migrator)` is called before the first migration
+    """Run the module's work; return its result dict. `on_start(batch)` is called before the first migration
     (the module installs its signal handlers there)."""
     names = vm_names(params)
     progress_file = params.get("progress_file")
@@ -1230,40 +1402,54 @@ def execute(params, check_mode=False, on_start=None):
                 "msg": "; ".join(a["error"] for a in failed) if failed else "%d job(s) aborted" % sum(
                     a["outcome"] == ABORTED for a in aborts)}
     policy = validate_policy({key: params.get(key) for key in POLICY_OPTIONS})
-    destination_uri = params.get("destination_uri") or derive_destination_uri(params.get("destination"),
-                                                                              params.get("transport") or "tls")
     parse_libvirt_uri(params["uri"], "uri")
-    parse_libvirt_uri(destination_uri, "destination_uri")
+    moves = planned_moves(params)
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise HvmaintError("VMs listed more than once: %s" % ", ".join(twice))
 
     def progress(snapshot):
         write_progress_file(progress_file, snapshot)
 
-    migrator = Migrator(params["uri"], destination_uri, policy, destination=params.get("destination"),
-                        destination_connect_uri=params.get("destination_connect_uri"),
-                        verify=params.get("verify", True), record_history=params.get("record_history", True),
-                        home=params.get("home"), progress=progress if progress_file else None)
+    batch = Batch(policy, progress=progress if progress_file else None)
     finished = False
+    sconn = None
     try:
-        with migrator:
-            migrator.connect()
-            plans = migrator.preflight(names)
+        sconn = open_connection(params["uri"])
+        # One Migrator per destination, in the order the destinations first appear; all share the source connection.
+        by_uri, entries = {}, []
+        for name, destination, uri, connect_uri in moves:
+            migrator = by_uri.get(uri)
+            if migrator is None:
+                migrator = by_uri[uri] = Migrator(
+                    params["uri"], uri, policy, destination=destination, destination_connect_uri=connect_uri,
+                    verify=params.get("verify", True), record_history=params.get("record_history", True),
+                    home=params.get("home"), source_conn=sconn)
+                batch.migrators.append(migrator)
+            entries.append((migrator, name))
+        try:
+            for migrator in batch.migrators:
+                migrator.connect()
+            plans, problems = [], []
+            for migrator, name in entries:
+                try:
+                    plans.append((migrator, migrator._plan(name)))
+                except HvmaintError as exc:
+                    problems.append(str(exc))
+            if problems:
+                raise HvmaintError("nothing was moved: " + "; ".join(problems))
             if check_mode:
-                results = []
-                for plan in plans:
-                    entry = base_result(plan.name, plan.uuid, migrator.source, migrator.destination)
-                    entry["outcome"] = WOULD_MIGRATE if plan.action == "move" else ALREADY_THERE
-                    entry["copy_storage"] = plan.copy_storage
-                    entry["policy_steps"] = [{"at_s": 0.0, "iteration": 0, "action": "note", "detail": note}
-                                             for note in plan.notes]
-                    entry["completion_timeout_s"] = completion_timeout_s(
-                        policy, plan.memory_bytes, plan.disk_bytes if plan.copy_storage else 0)
-                    results.append(entry)
+                results = [_check_result(migrator, plan, policy) for migrator, plan in plans]
             else:
                 if on_start is not None:
-                    on_start(migrator)
-                results = migrator.run(plans)
+                    on_start(batch)
+                results = batch.run(plans)
             finished = True
+        finally:
+            for migrator in batch.migrators:
+                migrator.__exit__(None, None, None)
     finally:
+        close_quietly(sconn)
         if progress_file and not finished:
             # Tell a waiting action plugin that the run is over, even when pre-flight refused it.
             try:
@@ -1273,14 +1459,18 @@ def execute(params, check_mode=False, on_start=None):
     changed, failed, summary = summarize(results)
     if check_mode:
         changed = any(entry["outcome"] == WOULD_MIGRATE for entry in results)
-    return {
+    source = batch.migrators[0].source
+    destinations = _unique(m.destination for m in batch.migrators)
+    result = {
         "changed": changed,
         "failed": failed,
-        "msg": "%s -> %s: %s" % (migrator.source, migrator.destination, summary),
+        "msg": "%s -> %s: %s" % (source, ", ".join(destinations), summary),
         "migrations": results,
-        "source": migrator.source,
-        "destination": migrator.destination,
-        "destination_uri": destination_uri,
+        "source": source,
+        "destination": destinations[0] if len(destinations) == 1 else None,
+        "destinations": destinations,
+        "destination_uri": batch.migrators[0].destination_uri if len(batch.migrators) == 1 else None,
         "policy": policy.as_dict(),
         "diff": diff_for(results),
     }
+    return result

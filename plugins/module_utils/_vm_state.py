@@ -10,7 +10,11 @@ from __future__ import annotations
 import time
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._hypervisor_facts import state_name
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, explain
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import (
+    HvmaintError,
+    explain,
+    unknown_vms,
+)
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata import (
     read_domain_metadata,
     write_domain_metadata,
@@ -34,9 +38,7 @@ def find_domain(conn, name):
         return conn.lookupByName(name)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            known = sorted(d.name() for d in conn.listAllDomains(0))
-            raise HvmaintError("no VM named %s on %s (it has: %s)" % (
-                name, conn.getHostname(), ", ".join(known) or "none")) from exc
+            raise unknown_vms([name], conn.getHostname(), [d.name() for d in conn.listAllDomains(0)]) from exc
         raise explain(exc, "cannot look up %s" % name) from exc
 
 

@@ -140,6 +140,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client im
     HvmaintError,
     connection_argument_spec,
     require_libvirt,
+    unknown_vms,
 )
 
 
@@ -162,7 +163,7 @@ def main():
     if wanted:
         missing = sorted(set(wanted) - {vm["name"] for vm in facts["vms"]})
         if missing:
-            module.fail_json(msg="no VM named %s on %s" % (", ".join(missing), facts["name"]))
+            module.fail_json(msg=str(unknown_vms(missing, facts["name"], [vm["name"] for vm in facts["vms"]])))
     module.exit_json(changed=False, hypervisor=facts)
 
 

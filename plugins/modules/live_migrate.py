@@ -16,7 +16,9 @@ description:
   - A VM is never left defined on both hosts or on neither, and never running on two. After a failure the module
     looks where the VM is and repairs the definitions when libvirt left them half-done, and says so in
     RV(migrations[].policy_steps).
-  - A list migrates with at most O(max_parallel) migrations at a time, started in the order given. When one
+  - A list migrates with at most O(max_parallel) migrations at a time, started in the order given. With O(moves),
+    one call sends VMs to several destinations at once, with at most O(max_parallel_per_destination) going into
+    any one of them; a VM whose destination is busy waits while later VMs to other destinations start. When one
     fails, the module starts no further migrations of the list, lets those already running finish, and reports
     the rest as V(skipped).
   - While migrations run, the action plugin of this module prints their progress (percent, data remaining, rate,
@@ -36,13 +38,35 @@ options:
     default: qemu:///system
   name:
     description:
-      - Name of one VM to migrate. Exclusive with O(names).
+      - Name of one VM to migrate. Exclusive with O(names) and O(moves).
     type: str
   names:
     description:
-      - Names of the VMs to migrate, in the order they should start. Exclusive with O(name).
+      - Names of the VMs to migrate, in the order they should start. Exclusive with O(name) and O(moves).
     type: list
     elements: str
+  moves:
+    description:
+      - VMs to migrate, each with its own destination, in the order they should start. Exclusive with O(name),
+        O(names), O(destination), O(destination_uri) and O(destination_connect_uri); O(transport) and the policy
+        options apply to every move.
+      - This is how the C(drain_host) role runs a wave whose VMs go to several hosts in one call.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name of the VM.
+        type: str
+        required: true
+      destination:
+        description: Destination host, as in O(destination).
+        type: str
+      destination_uri:
+        description: Destination URI, as in O(destination_uri).
+        type: str
+      destination_connect_uri:
+        description: This module's own URI for the destination, as in O(destination_connect_uri).
+        type: str
   state:
     description:
       - V(migrated) moves the VMs.
@@ -55,7 +79,8 @@ options:
     description:
       - Name of the destination host, as the source host resolves it. Used to derive O(destination_uri) and named
         in the results and in the VMs' history.
-      - One of O(destination) and O(destination_uri) is required when O(state=migrated).
+      - One of O(destination) and O(destination_uri) is required when O(state=migrated), unless O(moves) is
+        given.
     type: str
   destination_uri:
     description:
@@ -195,6 +220,25 @@ options:
         default of KubeVirt, oVirt and Hyper-V.
     type: int
     default: 2
+  shutoff_vms:
+    description:
+      - What to do with a listed VM that is shut off on the source.
+      - V(fail) refuses the list before anything moves, as C(virsh migrate --live) would.
+      - V(move) moves its definition (libvirt's offline migration, C(VIR_MIGRATE_OFFLINE)); it is defined on the
+        destination, still shut off, and undefined on the source, with its history recorded like a live move.
+        Its disks must be reachable from the destination already (shared storage, or no writable disk), because
+        an offline migration copies no disk; a shut-off VM on host-local storage is refused.
+    type: str
+    choices: [fail, move]
+    default: fail
+  max_parallel_per_destination:
+    description:
+      - Most migrations running at the same time into any one destination. It matters with O(moves), when one
+        call sends VMs to several hosts; with a single destination O(max_parallel) is the tighter bound unless
+        this one is smaller.
+      - Our default mirrors the outbound one, so a spare host that receives from a drain is not flooded.
+    type: int
+    default: 2
   verify:
     description:
       - After each move, check that the VM runs and is persistent on the destination and is neither running nor
@@ -269,6 +313,16 @@ EXAMPLES = r"""
     copy_storage: auto
   delegate_to: hv1
 
+- name: One wave of a drain, to two hosts at once (at most 2 leave hv1, at most 1 enters each destination)
+  hvmaint.libvirt.live_migrate:
+    moves:
+      - {name: db1, destination: hv2}
+      - {name: web1, destination: hv3}
+      - {name: web2, destination: hv2}
+    max_parallel: 2
+    max_parallel_per_destination: 1
+  delegate_to: hv1
+
 - name: Cancel a running migration (the VM stays on hv1)
   hvmaint.libvirt.live_migrate:
     name: db1
@@ -324,6 +378,9 @@ migrations:
     copy_storage:
       description: Whether the disks were copied.
       type: bool
+    mode:
+      description: V(live) for a running VM, V(offline) for the definition of a shut-off VM (O(shutoff_vms=move)).
+      type: str
     policy_steps:
       description: Escalation steps, timeouts, repairs and notes, each with C(action)
         and a C(detail) text.
@@ -367,11 +424,16 @@ source:
   returned: when O(state=migrated)
   type: str
 destination:
-  description: The destination host.
+  description: The destination host; V(null) when O(moves) named several.
   returned: when O(state=migrated)
   type: str
+destinations:
+  description: Every destination host, in the order first named.
+  returned: when O(state=migrated)
+  type: list
+  elements: str
 destination_uri:
-  description: The URI the source libvirtd migrated to.
+  description: The URI the source libvirtd migrated to; V(null) when O(moves) named several destinations.
   returned: when O(state=migrated)
   type: str
 policy:
@@ -396,6 +458,12 @@ def argument_spec():
     spec.update(
         name=dict(type="str"),
         names=dict(type="list", elements="str"),
+        moves=dict(type="list", elements="dict", options=dict(
+            name=dict(type="str", required=True),
+            destination=dict(type="str"),
+            destination_uri=dict(type="str"),
+            destination_connect_uri=dict(type="str"),
+        )),
         state=dict(type="str", choices=["migrated", "aborted"], default="migrated"),
         destination=dict(type="str"),
         destination_uri=dict(type="str"),
@@ -419,6 +487,8 @@ def argument_spec():
         progress_timeout_s=dict(type="int", default=150),
         progress_timeout_action=dict(type="str", choices=["abort", "postcopy"], default="abort"),
         max_parallel=dict(type="int", default=2),
+        max_parallel_per_destination=dict(type="int", default=2),
+        shutoff_vms=dict(type="str", choices=["fail", "move"], default="fail"),
         verify=dict(type="bool", default=True),
         record_history=dict(type="bool", default=True),
         home=dict(type="str"),
@@ -427,11 +497,11 @@ def argument_spec():
     return spec
 
 
-def _abort_on_signals(migrator):
+def _abort_on_signals(batch):
     # AWX cancels a job with SIGINT then SIGTERM; under async the module is detached from the controller, so it
     # must cancel the libvirt jobs itself or they would run on.
     def handler(signum, _frame):
-        migrator.request_abort("signal %s received" % signal.Signals(signum).name)
+        batch.request_abort("signal %s received" % signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -440,9 +510,10 @@ def _abort_on_signals(migrator):
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
-        mutually_exclusive=[("name", "names")],
-        required_one_of=[("name", "names")],
-        required_if=[("state", "migrated", ("destination", "destination_uri"), True)],
+        mutually_exclusive=[("name", "names", "moves"), ("moves", "destination"), ("moves", "destination_uri"),
+                            ("moves", "destination_connect_uri")],
+        required_one_of=[("name", "names", "moves")],
+        required_if=[("state", "migrated", ("destination", "destination_uri", "moves"), True)],
         supports_check_mode=True,
     )
     require_libvirt(module)

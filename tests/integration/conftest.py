@@ -145,6 +145,24 @@ def lab_at_home(lab):
     restore_placement(lab)
 
 
+@pytest.fixture
+def define_shut_off_vm(lab):
+    """define_shut_off_vm(host) defines a small VM, shut off, on `host` and returns its lab guest entry; every VM
+    it defined is undefined from every host afterwards, wherever the test left it."""
+    made = []
+
+    def define(host, name="hvmaint-test-off"):
+        guest = {"name": name, "host": host, "kind": "idle", "memory_mib": 64}
+        lab.define_from_xml(host, "define", lab.guest_xml(guest, "qemu"))
+        made.append(name)
+        return guest
+
+    yield define
+    for name in made:
+        for host in lab.hosts:
+            lab.virsh(host, ["undefine", name], check=False)
+
+
 def where_is(lab, name):
     """(defined_on, running_on) for a guest, asserting the collection's promise: one host each, at most."""
     defined, running = lab.locate_guest(name)

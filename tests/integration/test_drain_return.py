@@ -35,11 +35,14 @@ def mark_of(lab, host):
         return json.load(handle)
 
 
-def test_drain_moves_critical_first_then_return_brings_every_vm_home(lab_at_home, ansible_env, tmp_path):
+def test_drain_moves_critical_first_then_return_brings_every_vm_home(lab_at_home, ansible_env, tmp_path,
+                                                                    define_shut_off_vm):
     lab = lab_at_home
     ledger = str(tmp_path / "ledger.jsonl")
     moved_out = guests_of(lab, DRAINED)
     assert len(moved_out) >= 3
+    # A VM that is only defined there: its definition moves too (offline), after the running VMs.
+    shut_off = define_shut_off_vm(DRAINED)["name"]
 
     drain = run_playbook(lab, ansible_env, "drain_host.yml", {
         "drain_host_host": DRAINED, "drain_host_tiers": TIERS, "drain_host_ledger": ledger,
@@ -52,6 +55,8 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(lab_at_home
         assert running and running[0] != DRAINED, "%s still on %s" % (name, DRAINED)
         assert defined == running
     assert mark_of(lab, DRAINED)["reason"] == "test drain"
+    off_defined, off_running = where_is(lab, shut_off)
+    assert off_running == [] and len(off_defined) == 1 and off_defined[0] != DRAINED, (off_defined, off_running)
     # The workload guests kept running through their move: they answer on their own address from the new host.
     for guest in lab.config["guests"]:
         if guest["name"] in moved_out and guest["kind"] == "linux":
@@ -59,8 +64,12 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(lab_at_home
 
     # Critical first: in the ledger's order, and finished before any lower tier started (waves do not overlap).
     entries = [e for e in read_ledger(ledger) if e["operation"] == "drain"]
-    assert sorted(e["vm"] for e in entries) == sorted(moved_out)
+    assert sorted(e["vm"] for e in entries) == sorted(moved_out + [shut_off])
     assert all(e["outcome"] == "migrated" for e in entries)
+    assert [e["vm"] for e in entries if e["mode"] == "offline"] == [shut_off]
+    assert entries[-1]["vm"] == shut_off, "definitions move after every running VM"
+    assert entries[-1]["destination"] == off_defined[0]
+    entries = [e for e in entries if e["mode"] == "live"]
     tiers_in_order = [e["tier"] for e in entries]
     rank = {"critical": 0, "high": 1, "normal": 2, "low": 3}
     assert tiers_in_order == sorted(tiers_in_order, key=rank.get), tiers_in_order
@@ -78,13 +87,14 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(lab_at_home
     print(back.stdout[-2000:])
     for name in moved_out:
         assert where_is(lab, name)[1] == [DRAINED], "%s did not come home" % name
+    assert where_is(lab, shut_off) == ([DRAINED], []), "the shut-off VM's definition came home, still shut off"
     assert mark_of(lab, DRAINED) is None
     returned = [e for e in read_ledger(ledger) if e["operation"] == "return"]
-    assert sorted(e["vm"] for e in returned) == sorted(moved_out)
+    assert sorted(e["vm"] for e in returned) == sorted(moved_out + [shut_off])
 
     again = run_playbook(lab, ansible_env, "return_host.yml", home)
     assert all(counters["changed"] == 0 for counters in recap(again.stdout).values()), again.stdout[-3000:]
-    assert len(read_ledger(ledger)) == len(entries) + len(returned)
+    assert len(read_ledger(ledger)) == 2 * len(returned)
 
 
 def test_check_mode_shows_the_plan_and_changes_nothing(lab_at_home, ansible_env, tmp_path):
@@ -122,6 +132,13 @@ def test_bad_input_stops_before_anything_moves(lab_at_home, ansible_env, tmp_pat
     assert wrong_type.returncode != 0 and "drain_host_max_parallel" in wrong_type.stdout
     missing = run_playbook(lab, ansible_env, "drain_host.yml", {}, check=False)
     assert missing.returncode != 0 and "drain_host_host" in missing.stdout
+    typo = run_playbook(lab, ansible_env, "drain_host.yml", {
+        "drain_host_host": DRAINED, "drain_host_migration": {"max_downtme_ms": 500}}, check=False)
+    assert typo.returncode != 0 and "max_downtme_ms" in typo.stdout
+    # A value only live_migrate can judge: refused by the dry-run of the planned moves, before the mark is set.
+    out_of_range = run_playbook(lab, ansible_env, "drain_host.yml", {
+        "drain_host_host": DRAINED, "drain_host_migration": {"max_downtime_ms": 0}}, check=False)
+    assert out_of_range.returncode != 0 and "max_downtime_ms must be between 1 and" in out_of_range.stdout
     for name in guests_of(lab, DRAINED):
         assert where_is(lab, name)[1] == [DRAINED]
     assert mark_of(lab, DRAINED) is None

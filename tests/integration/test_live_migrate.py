@@ -528,7 +528,7 @@ def test_bad_input_is_refused_before_anything_moves(lab, restore):
             execute(lab, source, params.pop("to", destination), **params)
         messages[case] = str(refused.value)
     print("\n" + "\n".join("%s: %s" % item for item in messages.items()))
-    assert "no-such-vm is not a VM on %s (it has: " % source in messages["unknown VM"]
+    assert "no VM named no-such-vm on %s (it has: " % source in messages["unknown VM"]
     assert idle[0] in messages["unknown VM"].split("it has:")[1]
     assert "is the source host" in messages["destination is the source"]
     assert "not a valid libvirt URI" in messages["invalid URI"]
@@ -636,3 +636,98 @@ def test_interrupted_playbook_aborts_the_migration(lab, restore, tmp_path, signu
     assert source_has_no_job(lab, source, name)
     assert_exactly_one(lab, name, source)
     assert (last["from"], last["to"], last["outcome"]) == (source, destination, "aborted")
+
+
+# ---- several destinations in one call, and shut-off VMs ------------------------------------------------------
+
+def move_to(lab, name, destination):
+    return {"name": name, "destination": destination, "destination_uri": "qemu+tls://%s/system" % destination,
+            "destination_connect_uri": lab.uri(destination)}
+
+
+def test_moves_to_two_destinations_run_side_by_side(lab, restore):
+    by_host = {}
+    for guest in guests(lab, "idle", disk=False):
+        if not guest.get("network"):  # on the lab-wide network, so any host can take it
+            by_host.setdefault(home_of(lab, guest["name"]), []).append(guest["name"])
+    source, names = max(by_host.items(), key=lambda item: len(item[1]))
+    if len(names) < 3 or len(lab.hosts) < 3:
+        pytest.skip("needs 3 idle guests on one host and two other hosts")
+    first, second = [host for host in lab.hosts if host != source][:2]
+    a, b, c = names[:3]
+    result = execute(lab, source, None, moves=[move_to(lab, a, first), move_to(lab, b, first),
+                                               move_to(lab, c, second)],
+                     max_parallel=2, max_parallel_per_destination=1)
+    by_name = {r["name"]: r for r in result["migrations"]}
+    print("\n" + "\n".join("%s -> %s: %s, %.2f..%.2f" % (n, r["destination"], r["outcome"], r["started_at"],
+                                                          r["finished_at"]) for n, r in by_name.items()))
+    assert [r["name"] for r in result["migrations"]] == [a, b, c]
+    assert {n: r["outcome"] for n, r in by_name.items()} == {a: "migrated", b: "migrated", c: "migrated"}
+    assert result["changed"] and result["destinations"] == [first, second] and result["destination"] is None
+    assert_exactly_one(lab, a, first)
+    assert_exactly_one(lab, b, first)
+    assert_exactly_one(lab, c, second)
+    # One at a time into the first destination: b waited for a ...
+    assert by_name[b]["started_at"] >= by_name[a]["finished_at"]
+    # ... while c, to the other destination, did not wait behind them.
+    assert by_name[c]["started_at"] < by_name[a]["finished_at"]
+
+
+@pytest.fixture
+def shut_off_vm(lab, define_shut_off_vm):
+    return define_shut_off_vm(home_of(lab, guests(lab, "idle", disk=False)[0]["name"]))
+
+
+def test_shut_off_vm_moves_its_definition_only_when_asked(lab, shut_off_vm):
+    name, source = shut_off_vm["name"], shut_off_vm["host"]
+    destination = other_host(lab, source)
+    with pytest.raises(HvmaintError) as refused:
+        execute(lab, source, destination, name=name)
+    assert "%s is shut off on %s" % (name, source) in str(refused.value)
+    assert "shutoff_vms=move" in str(refused.value)
+    assert where(lab, name) == ([source], [])
+
+    check = execute(lab, source, destination, name=name, shutoff_vms="move", _check_mode=True)
+    assert check["migrations"][0]["outcome"] == "would_migrate" and check["migrations"][0]["mode"] == "offline"
+    assert where(lab, name) == ([source], [])
+
+    moved = execute(lab, source, destination, name=name, shutoff_vms="move")
+    entry = moved["migrations"][0]
+    print("\noffline move of %s %s->%s: %s" % (name, source, destination, entry))
+    assert moved["changed"] and entry["outcome"] == "migrated" and entry["mode"] == "offline"
+    assert where(lab, name) == ([destination], []), "defined on the destination only, and still shut off"
+    conn = open_connection(lab.uri(destination))
+    try:
+        history = read_domain_metadata(conn.lookupByName(name))
+    finally:
+        conn.close()
+    assert history["home"] == source
+    assert (history["moves"][-1]["from"], history["moves"][-1]["to"]) == (source, destination)
+
+    again = execute(lab, source, destination, name=name, shutoff_vms="move")
+    assert not again["changed"] and again["migrations"][0]["outcome"] == "already_there"
+
+    back = execute(lab, destination, source, name=name, shutoff_vms="move")
+    assert back["migrations"][0]["outcome"] == "migrated"
+    assert where(lab, name) == ([source], [])
+
+
+def test_shut_off_vm_on_host_local_storage_is_refused(lab, shut_off_vm):
+    # The same VM given a qcow2 disk in the host's default (dir) pool: an offline move would strand the disk.
+    name, source = shut_off_vm["name"], shut_off_vm["host"]
+    guest = dict(shut_off_vm, disk_mib=16)
+    lab.make_guest_disk(guest)
+    lab.virsh(source, ["pool-refresh", "default"])
+    lab.define_from_xml(source, "define", lab.guest_xml(guest, "qemu"))
+    destination = other_host(lab, source)
+    try:
+        with pytest.raises(HvmaintError) as refused:
+            execute(lab, source, destination, name=name, shutoff_vms="move")
+        message = str(refused.value)
+        print("\n" + message)
+        assert "nothing was moved" in message and "%s is shut off and its disk vda" % name in message
+        assert "on host-local storage (storage pool of type dir)" in message
+        assert "moves the definition only" in message
+        assert where(lab, name) == ([source], [])
+    finally:
+        lab.virsh(source, ["undefine", "--remove-all-storage", name], check=False)

@@ -154,6 +154,15 @@ def test_completion_timeout_scales_with_memory_and_copied_disks():
     assert M.completion_timeout_s(policy, 1 * M.GIB, 3 * M.GIB) == 3200.0
 
 
+def test_a_shut_off_vm_moves_with_offline_flags_only_when_the_policy_says_so():
+    # Offline: the definition moves, nothing runs, so there is no stream to make live, encrypt or tune.
+    assert M.flag_names(M.offline_flags()) == ["peer2peer", "persist_dest", "undefine_source", "offline"]
+    assert M.validate_policy(options()).shutoff_vms == "fail"
+    assert M.validate_policy(options(shutoff_vms="move")).shutoff_vms == "move"
+    with pytest.raises(HvmaintError, match="shutoff_vms must be one of fail, move, not 'start'"):
+        M.validate_policy(options(shutoff_vms="start"))
+
+
 def test_flags_and_params_follow_the_policy():
     plain = M.migration_flags(M.validate_policy(options()), copy_storage=False)
     assert M.flag_names(plain) == ["live", "peer2peer", "persist_dest", "undefine_source", "abort_on_error"]

@@ -46,7 +46,7 @@ def test_documentation_is_complete():
     assert set(DOC["attributes"]) >= {"check_mode", "diff_mode", "idempotent"}
     yaml.safe_load(live_migrate.EXAMPLES)
     returned = yaml.safe_load(live_migrate.RETURN)
-    assert {"migrations", "aborts", "source", "destination", "policy"} <= set(returned)
+    assert {"migrations", "aborts", "source", "destination", "destinations", "policy"} <= set(returned)
     contains = returned["migrations"]["contains"]
     for field in ("outcome", "elapsed_s", "downtime_ms", "data_transferred_bytes", "memory_iterations",
                   "dirty_rate_pages_s", "policy_steps", "error"):
@@ -63,7 +63,14 @@ def params(**kw):
 
 @pytest.mark.parametrize("bad, fragment", [
     (dict(name="vm1"), "give destination (a host name) or destination_uri"),
-    (dict(destination="hv2"), "give name (one VM) or names"),
+    (dict(destination="hv2"), "give name (one VM), names (a list of VMs) or moves"),
+    (dict(moves=[{"name": "vm1", "destination": "hv2"}], destination="hv3"), "do not also give destination"),
+    (dict(moves=[{"name": "vm1", "destination": "hv2"}, {"name": "vm2"}]),
+     "vm2: give destination (a host name) or destination_uri"),
+    (dict(moves=[{"name": "vm1", "destination": "hv2"}, {"name": "vm1", "destination": "hv3"}]),
+     "VMs listed more than once: vm1"),
+    (dict(moves=[{"name": "vm1", "destination": "hv2"}], max_parallel_per_destination=0),
+     "max_parallel_per_destination must be between 1 and 64"),
     (dict(name="vm1", destination="hv2", completion_timeout_action="postcopy"), "escalation.post_copy"),
     (dict(name="vm1", destination_uri="qemu+tls://hv2"), "must end in /system"),
     (dict(name="vm1", destination="hv2", uri="qemu+tls//hv1/system"), "not a valid libvirt URI"),

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""One wave of a drain whose VMs go to two hosts: one call for all destinations against one call per destination
+and against a hand-written virsh loop, on the same idle VMs of the lab, in one run.
+
+    HVMAINT_LAB_CONFIG=tests/lab/lab-migrate.json .venv/bin/python benchmarks/bench_wave_destinations.py [--vms 4]
+
+The first N idle guests of the lab's first host go alternately to the second and third hosts (the planner spreads
+a tier over hosts in the same way). The VMs go back between runs (untimed).
+
+  virsh loop             virsh -c <src> migrate --live --p2p --persistent --undefinesource <vm> <its dest>, in turn
+  per destination        the engine once per destination, max_parallel=2 (how the drain_host role ran a wave
+                         before live_migrate took `moves`)
+  one call, moves        the engine once with `moves`, max_parallel=2, max_parallel_per_destination=2
+
+All three go through the module's own code path (`_migration.execute`) from the controller, so the figures leave
+out Ansible's cost of running a module on a host, which the per-destination way pays once per destination.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, ".tmp", "collections"))
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration as M  # noqa: E402
+
+
+def load_lab():
+    spec = importlib.util.spec_from_file_location("hvmaint_lab", os.path.join(REPO, "tests", "lab", "lab.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Lab(module.load_config())
+
+
+def move(lab, name, destination):
+    return {"name": name, "destination": destination, "destination_uri": "qemu+tls://%s/system" % destination,
+            "destination_connect_uri": lab.uri(destination)}
+
+
+def execute(lab, source, moves, **options):
+    params = {key: None for key in M.POLICY_OPTIONS}
+    params.update(uri=lab.uri(source), state="migrated", transport="tls", moves=moves, verify=True,
+                  record_history=True)
+    params.update(options)
+    result = M.execute(params)
+    bad = [r for r in result["migrations"] if r["outcome"] != "migrated"]
+    if bad:
+        raise SystemExit("engine failed: %s" % bad)
+    return result
+
+
+def virsh_loop(lab, source, pairs):
+    for name, destination in pairs:
+        subprocess.run(["virsh", "-q", "-c", lab.uri(source), "migrate", "--live", "--p2p", "--persistent",
+                        "--undefinesource", name, "qemu+tls://%s/system" % destination], check=True)
+
+
+def per_destination(lab, source, pairs):
+    for destination in dict.fromkeys(d for _n, d in pairs):
+        execute(lab, source, [move(lab, n, d) for n, d in pairs if d == destination], max_parallel=2)
+
+
+def one_call(lab, source, pairs):
+    execute(lab, source, [move(lab, n, d) for n, d in pairs], max_parallel=2, max_parallel_per_destination=2)
+
+
+def gather(lab, names, source):
+    """Bring every VM back to `source` (untimed)."""
+    for name in names:
+        running = lab.locate_guest(name)[1]
+        if running != [source]:
+            execute(lab, running[0], [move(lab, name, source)])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vms", type=int, default=4, help="number of idle guests (default 4)")
+    parser.add_argument("--rounds", type=int, default=2, help="repeat the three runs (default 2)")
+    args = parser.parse_args()
+    lab = load_lab()
+    hosts = list(lab.hosts)
+    if len(hosts) < 3:
+        raise SystemExit("the lab needs three hosts")
+    source, destinations = hosts[0], hosts[1:3]
+    idle = [g["name"] for g in lab.config["guests"]
+            if g["kind"] == "idle" and not g.get("disk_mib") and not g.get("network") and g["host"] == source]
+    names = idle[:args.vms]
+    pairs = [(name, destinations[i % 2]) for i, name in enumerate(names)]
+    methods = (("virsh loop", virsh_loop), ("per destination", per_destination), ("one call, moves", one_call))
+    walls = {label: [] for label, _f in methods}
+    for _round in range(args.rounds):
+        for label, function in methods:
+            gather(lab, names, source)
+            started = time.monotonic()
+            function(lab, source, pairs)
+            walls[label].append(time.monotonic() - started)
+    gather(lab, names, source)
+    print("\n%d idle guests from %s: %s; %d round(s), median\n" % (
+        len(names), source, ", ".join("%s->%s" % pair for pair in pairs), args.rounds))
+    print("| method | wave wall time | per VM | against the virsh loop |")
+    print("| --- | --- | --- | --- |")
+    base = statistics.median(walls["virsh loop"])
+    for label, _f in methods:
+        wall = statistics.median(walls[label])
+        print("| %s | %.2f s | %.2f s | %.2f |" % (label, wall, wall / len(names), wall / base))
+    print("\nall runs: %s" % {label: [round(w, 2) for w in values] for label, values in walls.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The Batch scheduler: in what order, and how many at once, a list of moves to several destinations starts.
+
+The migrations here are stand-ins that only take time (each Migrator's `_start` is replaced), because what is
+under test is the scheduling: the bounds per source and per destination, the order given, and what a failure or
+an abort does to the moves not yet started. Real migrations under the same Batch are proven on the lab
+(tests/integration/test_live_migrate.py::test_moves_to_two_destinations_run_side_by_side).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration as M
+
+
+class TimedMigrator(M.Migrator):
+    """A Migrator whose migrations only sleep; it logs when each started and finished."""
+
+    def __init__(self, destination, policy, log, durations, failing=()):
+        super().__init__("qemu:///system", "qemu+tls://%s/system" % destination, policy, destination=destination)
+        self.source = "hv1"
+        self.log = log
+        self.durations = durations
+        self.failing = set(failing)
+
+    def _start(self, plan, wake):
+        job = M.Job(plan, self.policy, 0, {}, migrator=self)
+        job.result = M.base_result(plan.name, plan.uuid, self.source, self.destination)
+        job.started = time.monotonic()
+
+        def work():
+            self.log.append(("start", plan.name, self.destination, time.monotonic()))
+            time.sleep(self.durations.get(plan.name, 0.05))
+            outcome = M.FAILED if plan.name in self.failing else M.MIGRATED
+            job.result.update(outcome=outcome, elapsed_s=round(time.monotonic() - job.started, 3))
+            self.log.append(("end", plan.name, self.destination, time.monotonic()))
+            job.done.set()
+            wake.set()
+
+        job.thread = threading.Thread(target=work, daemon=True)
+        job.thread.start()
+        return job
+
+    def _monitor(self, job):
+        pass
+
+    def _abort(self, job, reason, why):
+        job.abort_reason = reason
+
+
+def planned(name):
+    plan = M.Plan(name)
+    plan.uuid, plan.action = "uuid-%s" % name, "move"
+    return plan
+
+
+def concurrency(log, key=lambda event: True):
+    """Most migrations that were running at once, among the events `key` selects."""
+    running = best = 0
+    for kind, _name, destination, _at in sorted(log, key=lambda event: (event[3], event[0] == "start")):
+        if not key(destination):
+            continue
+        running += 1 if kind == "start" else -1
+        best = max(best, running)
+    return best
+
+
+@pytest.fixture(autouse=True)
+def fast_polling(monkeypatch):
+    monkeypatch.setattr(M, "POLL_INTERVAL_S", 0.01)
+
+
+def run_batch(moves, durations=None, failing=(), **options):
+    policy = M.validate_policy({key: options.get(key) for key in M.POLICY_OPTIONS})
+    log, migrators = [], {}
+    for _name, destination in moves:
+        if destination not in migrators:
+            migrators[destination] = TimedMigrator(destination, policy, log, durations or {}, failing)
+    batch = M.Batch(policy, migrators=list(migrators.values()))
+    results = batch.run([(migrators[destination], planned(name)) for name, destination in moves])
+    return results, log
+
+
+def test_each_destination_takes_at_most_its_bound_while_the_source_runs_at_most_its_own():
+    moves = [("a", "hv2"), ("b", "hv2"), ("c", "hv2"), ("d", "hv3"), ("e", "hv3"), ("f", "hv4")]
+    results, log = run_batch(moves, durations={name: 0.15 for name, _ in moves}, max_parallel=3,
+                             max_parallel_per_destination=1)
+    assert [r["outcome"] for r in results] == ["migrated"] * 6
+    assert concurrency(log) == 3
+    for host in ("hv2", "hv3", "hv4"):
+        assert concurrency(log, key=lambda destination, host=host: destination == host) == 1
+
+
+def test_a_busy_destination_lets_later_moves_to_other_hosts_start_first():
+    # a and b both go to hv2 with one slot there: c (to hv3) must not wait for a to finish.
+    results, log = run_batch([("a", "hv2"), ("b", "hv2"), ("c", "hv3")], durations={"a": 0.3},
+                             max_parallel=2, max_parallel_per_destination=1)
+    starts = [name for kind, name, _dest, _at in log if kind == "start"]
+    assert starts == ["a", "c", "b"]
+    assert [r["name"] for r in results] == ["a", "b", "c"], "results keep the order given"
+
+
+def test_moves_start_in_the_order_given_when_nothing_holds_them_back():
+    moves = [("v%d" % i, "hv%d" % (2 + i % 2)) for i in range(6)]
+    _results, log = run_batch(moves, max_parallel=1)
+    assert [name for kind, name, _dest, _at in log if kind == "start"] == [name for name, _ in moves]
+
+
+def test_a_failure_stops_the_moves_not_yet_started_on_every_destination():
+    results, log = run_batch([("a", "hv2"), ("b", "hv3"), ("c", "hv2"), ("d", "hv3")], failing={"a"},
+                             durations={"a": 0.05, "b": 0.3}, max_parallel=2)
+    outcomes = {r["name"]: r["outcome"] for r in results}
+    assert outcomes == {"a": "failed", "b": "migrated", "c": "skipped", "d": "skipped"}
+    assert {name for kind, name, _dest, _at in log if kind == "start"} == {"a", "b"}
+    skipped = next(r for r in results if r["name"] == "d")
+    assert skipped["destination"] == "hv3" and "earlier migration of the list failed" in skipped["error"]
+
+
+def test_an_abort_reaches_every_destination_and_starts_nothing_more():
+    policy = M.validate_policy({key: None for key in M.POLICY_OPTIONS} | {"max_parallel": 2})
+    log = []
+    hv2 = TimedMigrator("hv2", policy, log, {"a": 0.3})
+    hv3 = TimedMigrator("hv3", policy, log, {"b": 0.3})
+    batch = M.Batch(policy, migrators=[hv2, hv3])
+    threading.Timer(0.1, batch.request_abort, args=("signal SIGTERM received",)).start()
+    results = batch.run([(hv2, planned("a")), (hv3, planned("b")), (hv2, planned("c"))])
+    assert hv2._abort_requested == hv3._abort_requested == "signal SIGTERM received"
+    assert results[2]["outcome"] == "skipped" and "SIGTERM" in results[2]["error"]
+    assert "c" not in {name for _kind, name, _dest, _at in log}
+
+
+def test_progress_names_each_vms_own_destination():
+    policy = M.validate_policy({key: None for key in M.POLICY_OPTIONS})
+    snapshots = []
+    hv2 = TimedMigrator("hv2", policy, [], {})
+    hv3 = TimedMigrator("hv3", policy, [], {})
+    M.Batch(policy, progress=snapshots.append, migrators=[hv2, hv3]).run([(hv2, planned("a")),
+                                                                          (hv3, planned("b"))])
+    last = snapshots[-1]
+    assert last["finished"] and last["destination"] is None and last["destinations"] == ["hv2", "hv3"]
+    assert {vm["name"]: vm["destination"] for vm in last["vms"]} == {"a": "hv2", "b": "hv3"}
+    line = M.format_progress_line(last["source"], last["destination"], last["vms"][1])
+    assert line.startswith("[hv1\u2192hv3] b: migrated")
