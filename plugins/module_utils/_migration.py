@@ -597,6 +597,7 @@ class Job:
         self.escalator = Escalator(policy, self.timeout_s)
         self.done = threading.Event()
         self.thread = None
+        self.watcher = None
         self.started = None
         self.started_wall = None
         self.api_returned = None
@@ -839,7 +840,22 @@ class Migrator:
         job.thread = threading.Thread(target=self._migrate, args=(job, wake), name="migrate-%s" % plan.name)
         job.thread.daemon = True
         job.thread.start()
+        if not plan.offline:
+            job.watcher = threading.Thread(target=self._watch, args=(job,), name="watch-%s" % plan.name)
+            job.watcher.daemon = True
+            job.watcher.start()
         return job
+
+    def _watch(self, job):
+        """Poll the job about once a second until it ends (progress, escalation, timeouts). Each job has its own
+        watcher because a statistics query can block for seconds while libvirt tears a source QEMU down: in a
+        shared loop that would hold back the other jobs and the start of the next migration."""
+        while not job.done.wait(POLL_INTERVAL_S):
+            try:
+                self._monitor(job)
+            except Exception as exc:  # noqa: BLE001 - a watcher must not die silently; the migration goes on
+                job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
+                                            "action": "error", "detail": "monitoring failed: %s" % exc})
 
     def _migrate(self, job, wake):
         plan = job.plan
@@ -1039,7 +1055,7 @@ class Migrator:
         last = job.last_stats or {}
         if last.get("data_processed") and last.get("data_remaining") == 0 and not job.escalator.postcopy:
             # All data sent: only the switch-over and libvirt's clean-up remain, nothing to steer. A query now can
-            # block for seconds while libvirt stops QEMU on the source, which would stall the other jobs.
+            # block for seconds while libvirt stops QEMU on the source.
             return
         try:
             stats = job.plan.dom.jobStats(0)
@@ -1129,6 +1145,14 @@ class Batch:
             abort = self._abort_requested()
             if abort:
                 stop_starting = True
+            # Finished jobs first, so that every slot they free is filled in this round, not a poll later.
+            for job in [job for job in running if job.done.is_set()]:
+                running.remove(job)
+                inbound[id(job.migrator)] -= 1
+                results[job.plan.name] = job.result
+                if job.result["outcome"] in (FAILED, ABORTED):
+                    # A failure stops the list: VMs already moving finish, the others are not started.
+                    stop_starting = True
             while not stop_starting and len(running) < self.policy.max_parallel:
                 ready = next((item for item in self._queued
                               if inbound.get(id(item[0]), 0) < self.policy.max_parallel_per_destination), None)
@@ -1140,18 +1164,10 @@ class Batch:
                 job = migrator._start(plan, wake)
                 self._jobs.append(job)
                 running.append(job)
-            for job in list(running):
-                if job.done.is_set():
-                    running.remove(job)
-                    inbound[id(job.migrator)] -= 1
-                    results[job.plan.name] = job.result
-                    if job.result["outcome"] in (FAILED, ABORTED):
-                        # A failure stops the list: VMs already moving finish, the others are not started.
-                        stop_starting = True
-                elif abort and job.abort_reason is None:
+            # Each job's own watcher polls it (Migrator._watch); this loop only starts, reaps and aborts.
+            for job in running:
+                if abort and job.abort_reason is None and not job.done.is_set():
                     job.migrator._abort(job, "user", abort)
-                else:
-                    job.migrator._monitor(job)
             if stop_starting and self._queued:
                 for migrator, plan in self._queued:
                     entry = base_result(plan.name, plan.uuid, migrator.source, migrator.destination)

@@ -144,3 +144,14 @@ def test_progress_names_each_vms_own_destination():
     assert {vm["name"]: vm["destination"] for vm in last["vms"]} == {"a": "hv2", "b": "hv3"}
     line = M.format_progress_line(last["source"], last["destination"], last["vms"][1])
     assert line.startswith("[hv1\u2192hv3] b: migrated")
+
+
+def test_a_slot_is_filled_as_soon_as_its_migration_finishes(monkeypatch):
+    # a ends first and c takes its slot; when b ends a moment later, d must start then, not when the long c ends
+    # or the next poll comes (3 s here, so a late start shows as a gap of seconds).
+    monkeypatch.setattr(M, "POLL_INTERVAL_S", 3.0)
+    _results, log = run_batch([("a", "hv2"), ("b", "hv3"), ("c", "hv2"), ("d", "hv3")],
+                              durations={"a": 0.2, "b": 0.4, "c": 2.0, "d": 0.05}, max_parallel=2)
+    at = {(kind, name): when for kind, name, _dest, when in log}
+    assert at[("start", "c")] - at[("end", "a")] < 0.3
+    assert at[("start", "d")] - at[("end", "b")] < 0.3
