@@ -186,6 +186,12 @@ class ActionModule(ActionBase):
             return {}
 
     def _status(self, jid, async_dir, task_vars, mode="status"):
+        if mode == "status":
+            # The job file holds the module's result once it ends: read it as async_status would, with a raw
+            # command on the open connection instead of a module run (about half a second less here).
+            status = self._read_job_file(jid, async_dir)
+            if status is not None:
+                return status
         return self._execute_module(module_name="ansible.builtin.async_status",
                                     module_args={"jid": jid, "mode": mode, "_async_dir": async_dir},
                                     task_vars=task_vars, wrap_async=False)
@@ -210,12 +216,37 @@ class ActionModule(ActionBase):
         except Exception as exc:  # noqa: BLE001 - we are already handling an interruption
             display.warning("live_migrate: could not abort the migrations: %s" % exc)
 
-    def _cleanup(self, jid, async_dir, progress_file, task_vars):
+    def _read_job_file(self, jid, async_dir):
+        """async_status's answer from the job file: None when the file is missing or unreadable (then the
+        module is asked, and reports it), {"finished": False} while the job runs or the file is being written."""
+        path = self._connection._shell.join_path(async_dir, jid)
+        res = self._low_level_execute_command("cat %s" % shlex.quote(path), sudoable=True)
+        if res.get("rc") != 0:
+            return None
         try:
-            self._low_level_execute_command("rm -f %s %s" % (shlex.quote(progress_file),
-                                                             shlex.quote(progress_file + ".tmp")), sudoable=True)
-            self._status(jid, async_dir, task_vars, mode="cleanup")
-            self._remove_tmp_path(self._connection._shell.tmpdir)
+            data = json.loads(res.get("stdout") or "")
+        except ValueError:
+            return {"finished": False}
+        if not isinstance(data, dict) or "started" in data:
+            return {"finished": False}
+        data.update(finished=True, ansible_job_id=jid)
+        return data
+
+    def _cleanup(self, jid, async_dir, progress_file, task_vars):
+        # One raw command removes the progress file, the job file and the task's temporary directory, where
+        # async_status (cleanup) and _remove_tmp_path would take two more round trips and a module run.
+        paths = [progress_file, progress_file + ".tmp", self._connection._shell.join_path(async_dir, jid)]
+        tmpdir = self._connection._shell.tmpdir
+        remove_tmpdir = self._should_remove_tmp_path(tmpdir)
+        command = "rm -f %s" % " ".join(shlex.quote(path) for path in paths)
+        if remove_tmpdir:
+            command += "; rm -rf %s" % shlex.quote(tmpdir)
+        try:
+            res = self._low_level_execute_command(command, sudoable=True)
+            if res.get("rc") == 0 and remove_tmpdir:
+                self._connection._shell.tmpdir = None
+            elif res.get("rc") != 0:
+                display.vvv("live_migrate: clean-up failed: %s" % res.get("stderr"))
         except Exception as exc:  # noqa: BLE001 - clean-up must not hide the result
             display.vvv("live_migrate: clean-up failed: %s" % exc)
 
