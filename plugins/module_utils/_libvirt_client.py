@@ -79,8 +79,8 @@ def explain(exc, action):
 
 def unknown_vms(names, host, known):
     """The one error for VMs a host does not have; it lists what the host has, since a typo is the usual cause."""
-    return HvmaintError("no VM named %s on %s (it has: %s)" % (", ".join(names), host,
-                                                              ", ".join(sorted(known)) or "none"))
+    listed = ", ".join(sorted(known)) or "none"
+    return HvmaintError("no VM named %s on %s (it has: %s)" % (", ".join(names), host, listed))
 
 
 def _quiet_libvirt_errors():

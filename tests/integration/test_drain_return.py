@@ -35,8 +35,8 @@ def mark_of(lab, host):
         return json.load(handle)
 
 
-def test_drain_moves_critical_first_then_return_brings_every_vm_home(lab_at_home, ansible_env, tmp_path,
-                                                                    define_shut_off_vm):
+def test_drain_moves_critical_first_then_return_brings_every_vm_home(
+        lab_at_home, ansible_env, tmp_path, define_shut_off_vm):
     lab = lab_at_home
     ledger = str(tmp_path / "ledger.jsonl")
     moved_out = guests_of(lab, DRAINED)

@@ -659,8 +659,9 @@ def test_moves_to_two_destinations_run_side_by_side(lab, restore):
                                                move_to(lab, c, second)],
                      max_parallel=2, max_parallel_per_destination=1)
     by_name = {r["name"]: r for r in result["migrations"]}
-    print("\n" + "\n".join("%s -> %s: %s, %.2f..%.2f" % (n, r["destination"], r["outcome"], r["started_at"],
-                                                          r["finished_at"]) for n, r in by_name.items()))
+    for name, entry in by_name.items():
+        print("%s -> %s: %s, %.2f..%.2f" % (
+            name, entry["destination"], entry["outcome"], entry["started_at"], entry["finished_at"]))
     assert [r["name"] for r in result["migrations"]] == [a, b, c]
     assert {n: r["outcome"] for n, r in by_name.items()} == {a: "migrated", b: "migrated", c: "migrated"}
     assert result["changed"] and result["destinations"] == [first, second] and result["destination"] is None

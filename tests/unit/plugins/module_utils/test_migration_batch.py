@@ -86,7 +86,7 @@ def run_batch(moves, durations=None, failing=(), **options):
 
 def test_each_destination_takes_at_most_its_bound_while_the_source_runs_at_most_its_own():
     moves = [("a", "hv2"), ("b", "hv2"), ("c", "hv2"), ("d", "hv3"), ("e", "hv3"), ("f", "hv4")]
-    results, log = run_batch(moves, durations={name: 0.15 for name, _ in moves}, max_parallel=3,
+    results, log = run_batch(moves, durations={name: 0.15 for name, _dest in moves}, max_parallel=3,
                              max_parallel_per_destination=1)
     assert [r["outcome"] for r in results] == ["migrated"] * 6
     assert concurrency(log) == 3
@@ -106,7 +106,7 @@ def test_a_busy_destination_lets_later_moves_to_other_hosts_start_first():
 def test_moves_start_in_the_order_given_when_nothing_holds_them_back():
     moves = [("v%d" % i, "hv%d" % (2 + i % 2)) for i in range(6)]
     _results, log = run_batch(moves, max_parallel=1)
-    assert [name for kind, name, _dest, _at in log if kind == "start"] == [name for name, _ in moves]
+    assert [name for kind, name, _dest, _at in log if kind == "start"] == [name for name, _dest in moves]
 
 
 def test_a_failure_stops_the_moves_not_yet_started_on_every_destination():
