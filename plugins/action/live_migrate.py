@@ -164,7 +164,13 @@ class ActionModule(ActionBase):
         periodic = elapsed >= QUIET_FIRST_S and elapsed - last_print >= PRINT_EVERY_S
         for vm in snapshot.get("vms") or []:
             status = vm.get("status")
-            if status == "running" and periodic:
+            # A VM's first line with figures is shown as soon as libvirt has them, not at the next period: the
+            # module's start on the host has already taken seconds of the user's patience.
+            fresh = (status == "running" and vm.get("total_bytes") and elapsed >= QUIET_FIRST_S
+                     and ("figures", vm["name"]) not in announced)
+            if fresh:
+                announced.add(("figures", vm["name"]))
+            if status == "running" and (periodic or fresh):
                 lines.append(_format(source, destination, vm))
             elif status not in ("running", "queued") and vm["name"] not in announced and elapsed >= QUIET_FIRST_S:
                 announced.add(vm["name"])

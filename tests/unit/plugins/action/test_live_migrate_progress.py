@@ -1,0 +1,44 @@
+"""When the live_migrate action plugin prints progress lines: what a user watching ansible-playbook sees.
+
+The plugin's printing decision (`_show`) reads only the progress snapshot the module writes; the lab test
+tests/integration/test_live_migrate.py::test_progress_lines_in_playbook_output measures the gaps end to end.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.hvmaint.libvirt.plugins.action import live_migrate as action
+
+
+@pytest.fixture
+def printed(monkeypatch):
+    lines = []
+    monkeypatch.setattr(action.display, "display", lines.append)
+    return lines
+
+
+def snapshot(**vm):
+    return {"source": "hv1", "destination": "hv2", "vms": [dict({"name": "db1", "status": "running"}, **vm)]}
+
+
+def show(state, snap, elapsed):
+    state["last"] = action.ActionModule._show(None, snap, elapsed, state["last"], state["announced"])
+
+
+def test_first_figures_are_shown_at_once_then_every_period(printed):
+    state = {"last": action.QUIET_FIRST_S - action.PRINT_EVERY_S, "announced": set()}
+    show(state, snapshot(elapsed_s=0.5), 1.0)
+    assert printed == [], "nothing in the first seconds: short migrations stay quiet"
+    show(state, snapshot(elapsed_s=2.5), 2.5)
+    assert printed == ["[hv1\u2192hv2] db1: starting (2 s)"]
+    figures = dict(total_bytes=256 << 20, remaining_bytes=200 << 20, percent=22.0, rate_bps=4 << 20, iteration=1)
+    show(state, snapshot(**figures), 3.5)
+    assert len(printed) == 2 and "22% 200.0/256.0 MiB remaining 4 MiB/s iteration 1" in printed[1], \
+        "the first line with figures does not wait for the next period"
+    show(state, snapshot(**figures), 4.5)
+    assert len(printed) == 2
+    show(state, snapshot(**figures), 2.5 + action.PRINT_EVERY_S)
+    assert len(printed) == 3
+    show(state, snapshot(status="migrated", elapsed_s=7.0, downtime_ms=40), 7.0)
+    assert printed[-1] == "[hv1\u2192hv2] db1: migrated in 7.0 s, downtime 40 ms"
