@@ -63,6 +63,10 @@ DEFAULT_ITERATIONS_PER_STEP = 2
 MAX_DOWNTIME_STEP_MS = 60000
 
 POLL_INTERVAL_S = 1.0
+# Longest wait for a call that steers a running migration (downtime, post-copy, abort). Seen once on the lab: a
+# migrateSetMaxDowntime that never returned while the migration ran on, which would have kept every later step
+# and timeout from firing; past this the step is reported as failed and the watcher goes on.
+CONTROL_CALL_TIMEOUT_S = 30.0
 PROGRESS_WRITE_INTERVAL_S = 1.0
 
 TRANSPORT_SCHEMES = {"tls": "qemu+tls", "ssh": "qemu+ssh", "tcp": "qemu+tcp"}
@@ -598,6 +602,7 @@ class Job:
         self.done = threading.Event()
         self.thread = None
         self.watcher = None
+        self.watch_dom = None     # the domain on the watcher's own connection to the source
         self.started = None
         self.started_wall = None
         self.api_returned = None
@@ -849,13 +854,27 @@ class Migrator:
     def _watch(self, job):
         """Poll the job about once a second until it ends (progress, escalation, timeouts). Each job has its own
         watcher because a statistics query can block for seconds while libvirt tears a source QEMU down: in a
-        shared loop that would hold back the other jobs and the start of the next migration."""
-        while not job.done.wait(POLL_INTERVAL_S):
-            try:
-                self._monitor(job)
-            except Exception as exc:  # noqa: BLE001 - a watcher must not die silently; the migration goes on
-                job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
-                                            "action": "error", "detail": "monitoring failed: %s" % exc})
+        shared loop that would hold back the other jobs and the start of the next migration.
+
+        The watcher talks to the source over its own connection, as `virsh domjobinfo` would from another
+        terminal, so that none of its calls waits behind the long migrateToURI3 call on the shared one."""
+        conn = None
+        try:
+            conn = open_connection(self.source_uri)
+            job.watch_dom = conn.lookupByUUIDString(job.plan.uuid)
+        except (HvmaintError, libvirt.libvirtError):
+            job.watch_dom = None  # the shared connection serves
+        try:
+            while not job.done.wait(POLL_INTERVAL_S):
+                try:
+                    self._monitor(job)
+                except Exception as exc:  # noqa: BLE001 - a watcher must not die silently; the migration goes on
+                    job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1),
+                                                "iteration": None, "action": "error",
+                                                "detail": "monitoring failed: %s" % exc})
+        finally:
+            job.watch_dom = None
+            close_quietly(conn)
 
     def _migrate(self, job, wake):
         plan = job.plan
@@ -1058,7 +1077,7 @@ class Migrator:
             # block for seconds while libvirt stops QEMU on the source.
             return
         try:
-            stats = job.plan.dom.jobStats(0)
+            stats = (job.watch_dom or job.plan.dom).jobStats(0)
         except libvirt.libvirtError:
             return  # the job just ended, or the domain is being torn down on the source
         elapsed = now - job.started
@@ -1077,27 +1096,29 @@ class Migrator:
         job.last_stats, job.last_poll = stats, now
         if job.abort_reason or job.done.is_set():
             return
+        dom = job.watch_dom or job.plan.dom
         for action, value in job.escalator.observe(stats, elapsed):
-            try:
-                if action == "downtime":
-                    job.plan.dom.migrateSetMaxDowntime(value, 0)
-                    job.progress["downtime_limit_ms"] = value
-                elif action == "postcopy":
-                    job.plan.dom.migrateStartPostCopy(0)
-                elif action == "abort":
-                    self._abort(job, job.escalator.fired, value)
-            except libvirt.libvirtError as exc:
+            if action == "abort":
+                self._abort(job, job.escalator.fired, value)
+                continue
+            if action == "downtime":
+                problem = bounded_call(CONTROL_CALL_TIMEOUT_S, dom.migrateSetMaxDowntime, value, 0)
+            else:
+                problem = bounded_call(CONTROL_CALL_TIMEOUT_S, dom.migrateStartPostCopy, 0)
+            if problem:
                 job.escalator.steps.append({"at_s": round(elapsed, 1), "iteration": None, "action": "error",
-                                            "detail": "%s failed: %s" % (action, str(exc).strip())})
+                                            "detail": "%s failed: %s" % (action, problem)})
+            elif action == "downtime":
+                job.progress["downtime_limit_ms"] = value
 
     def _abort(self, job, reason, why):
         job.abort_reason, job.abort_text = reason, why
-        try:
-            job.plan.dom.abortJob()
-        except libvirt.libvirtError as exc:
+        dom = job.watch_dom or job.plan.dom
+        problem = bounded_call(CONTROL_CALL_TIMEOUT_S, dom.abortJob)
+        if problem:
             # In post-copy, or the job just ended: nothing to cancel.
             job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
-                                        "action": "error", "detail": "abort (%s) failed: %s" % (why, exc)})
+                                        "action": "error", "detail": "abort (%s) failed: %s" % (why, problem)})
 
 
 # ==============================================================================================================
@@ -1246,6 +1267,26 @@ def abort_migrations(conn, names, check_mode=False):
                     entry.update(outcome=FAILED, error="cannot abort the job of %s: %s" % (name, exc))
         results.append(entry)
     return results
+
+
+def bounded_call(timeout_s, call, *args):
+    """Run call(*args), a libvirt call, in a helper thread and wait at most timeout_s: None when it returned,
+    else what went wrong (its error, or that it did not return in time; the helper is left to finish alone)."""
+    box = {}
+
+    def run():
+        try:
+            call(*args)
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller as text
+            box["error"] = str(exc).strip() or type(exc).__name__
+
+    helper = threading.Thread(target=run, name="libvirt-call")
+    helper.daemon = True
+    helper.start()
+    helper.join(timeout_s)
+    if helper.is_alive():
+        return "no answer from libvirt within %g s" % timeout_s
+    return box.get("error")
 
 
 def write_progress_file(path, snapshot):

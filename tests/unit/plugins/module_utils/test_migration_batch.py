@@ -155,3 +155,17 @@ def test_a_slot_is_filled_as_soon_as_its_migration_finishes(monkeypatch):
     at = {(kind, name): when for kind, name, _dest, when in log}
     assert at[("start", "c")] - at[("end", "a")] < 0.3
     assert at[("start", "d")] - at[("end", "b")] < 0.3
+
+
+def test_a_libvirt_call_that_does_not_return_is_given_up_on_and_reported():
+    release = threading.Event()
+    started = time.monotonic()
+    problem = M.bounded_call(0.2, release.wait, 5)
+    assert problem == "no answer from libvirt within 0.2 s" and time.monotonic() - started < 1.0
+    release.set()
+    assert M.bounded_call(1.0, lambda: None) is None
+
+    def refuse():
+        raise RuntimeError("operation failed: job is not active")
+
+    assert M.bounded_call(1.0, refuse) == "operation failed: job is not active"
