@@ -14,6 +14,7 @@ unit-tested with recorded libvirt data) and the Migrator class (libvirt calls: p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -321,6 +322,15 @@ def domain_disks(domain_root):
     return disks
 
 
+# How classify_disks marks a disk libvirt never copies (read-only, CD-ROM, floppy, no source).
+NOT_COPIED = "not copied (read-only or empty)"
+
+
+def writable_disks(classified):
+    """The classified disks a migration would have to carry: all but read-only and empty ones."""
+    return [d for d in classified if d["how"] != NOT_COPIED]
+
+
 def classify_disks(disks, pool_type_of_path=None, pool_type_of_name=None, fs_type_of_path=None):
     """Mark each disk shared True/False/None (None: cannot be told). Read-only and empty disks are not copied by
     libvirt, so they are marked copy=False. The look-ups return a type name or None."""
@@ -329,7 +339,7 @@ def classify_disks(disks, pool_type_of_path=None, pool_type_of_name=None, fs_typ
         entry = dict(disk, shared=None, how=None, copy=False)
         empty = not (disk["path"] or disk["volume"] or disk["protocol"])
         if disk["readonly"] or disk["device"] in ("cdrom", "floppy") or empty:
-            entry.update(shared=None, how="not copied (read-only or empty)")
+            entry.update(shared=None, how=NOT_COPIED)
             result.append(entry)
             continue
         if disk["shareable"]:
@@ -359,7 +369,7 @@ def classify_disks(disks, pool_type_of_path=None, pool_type_of_name=None, fs_typ
 
 def decide_copy_storage(mode, classified, vm_name):
     """Return (copy, targets): whether to copy storage and which disk targets (None: let libvirt pick)."""
-    writable = [d for d in classified if d["how"] != "not copied (read-only or empty)"]
+    writable = writable_disks(classified)
     if mode == "never":
         return False, None
     if mode == "always":
@@ -695,18 +705,8 @@ class Migrator:
     # -- pre-flight ---------------------------------------------------------------------------------------------
     def preflight(self, names):
         """Look every VM up and decide what happens to it; raise HvmaintError before anything moves."""
-        if len(set(names)) != len(names):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            raise HvmaintError("VMs listed more than once: %s" % ", ".join(twice))
-        plans, problems = [], []
-        for name in names:
-            try:
-                plans.append(self._plan(name))
-            except HvmaintError as exc:
-                problems.append(str(exc))
-        if problems:
-            raise HvmaintError("nothing was moved: " + "; ".join(problems))
-        return plans
+        refuse_duplicates(names)
+        return [plan for _migrator, plan in plan_moves([(self, name) for name in names])]
 
     def _plan(self, name):
         plan = Plan(name)
@@ -780,7 +780,7 @@ class Migrator:
         plan.copy_storage, plan.migrate_disks = decide_copy_storage(self.policy.copy_storage, classified, plan.name)
         if plan.copy_storage:
             for disk in classified:
-                if disk["copy"] or (plan.migrate_disks is None and disk["how"] != "not copied (read-only or empty)"):
+                if disk["copy"] or (plan.migrate_disks is None and disk["how"] != NOT_COPIED):
                     try:
                         plan.disk_bytes += plan.dom.blockInfo(disk["target"])[0]
                     except libvirt.libvirtError:
@@ -793,8 +793,7 @@ class Migrator:
         """An offline migration moves the definition only: every disk it writes must be reachable from the
         destination already (copy_storage=never says so for disks that cannot be told)."""
         classified = self._classify_disks(domain_disks(root))
-        writable = [d for d in classified if d["how"] != "not copied (read-only or empty)"]
-        local = [d for d in writable if d["shared"] is False
+        local = [d for d in writable_disks(classified) if d["shared"] is False
                  or (d["shared"] is None and self.policy.copy_storage != "never")]
         if local:
             disk = local[0]
@@ -1429,6 +1428,25 @@ def diff_for(results):
     return {"before": before, "after": after}
 
 
+def refuse_duplicates(names):
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise HvmaintError("VMs listed more than once: %s" % ", ".join(twice))
+
+
+def plan_moves(entries):
+    """[(migrator, name)] -> [(migrator, plan)]; every VM's problem at once, before anything moves."""
+    plans, problems = [], []
+    for migrator, name in entries:
+        try:
+            plans.append((migrator, migrator._plan(name)))
+        except HvmaintError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise HvmaintError("nothing was moved: " + "; ".join(problems))
+    return plans
+
+
 def _check_result(migrator, plan, policy):
     entry = base_result(plan.name, plan.uuid, migrator.source, migrator.destination)
     entry["outcome"] = WOULD_MIGRATE if plan.action == "move" else ALREADY_THERE
@@ -1461,9 +1479,7 @@ def execute(params, check_mode=False, on_start=None):
     policy = validate_policy({key: params.get(key) for key in POLICY_OPTIONS})
     parse_libvirt_uri(params["uri"], "uri")
     moves = planned_moves(params)
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise HvmaintError("VMs listed more than once: %s" % ", ".join(twice))
+    refuse_duplicates(names)
 
     def progress(snapshot):
         write_progress_file(progress_file, snapshot)
@@ -1473,28 +1489,21 @@ def execute(params, check_mode=False, on_start=None):
     sconn = None
     try:
         sconn = open_connection(params["uri"])
-        # One Migrator per destination, in the order the destinations first appear; all share the source connection.
-        by_uri, entries = {}, []
-        for name, destination, uri, connect_uri in moves:
-            migrator = by_uri.get(uri)
-            if migrator is None:
-                migrator = by_uri[uri] = Migrator(
-                    params["uri"], uri, policy, destination=destination, destination_connect_uri=connect_uri,
-                    verify=params.get("verify", True), record_history=params.get("record_history", True),
-                    home=params.get("home"), source_conn=sconn)
-                batch.migrators.append(migrator)
-            entries.append((migrator, name))
-        try:
+        with contextlib.ExitStack() as migrators:  # closes each destination connection; sconn is closed below
+            # One Migrator per destination, in the order the destinations first appear; all share sconn.
+            by_uri, entries = {}, []
+            for name, destination, uri, connect_uri in moves:
+                migrator = by_uri.get(uri)
+                if migrator is None:
+                    migrator = by_uri[uri] = migrators.enter_context(Migrator(
+                        params["uri"], uri, policy, destination=destination, destination_connect_uri=connect_uri,
+                        verify=params.get("verify", True), record_history=params.get("record_history", True),
+                        home=params.get("home"), source_conn=sconn))
+                    batch.migrators.append(migrator)
+                entries.append((migrator, name))
             for migrator in batch.migrators:
                 migrator.connect()
-            plans, problems = [], []
-            for migrator, name in entries:
-                try:
-                    plans.append((migrator, migrator._plan(name)))
-                except HvmaintError as exc:
-                    problems.append(str(exc))
-            if problems:
-                raise HvmaintError("nothing was moved: " + "; ".join(problems))
+            plans = plan_moves(entries)
             if check_mode:
                 results = [_check_result(migrator, plan, policy) for migrator, plan in plans]
             else:
@@ -1502,9 +1511,6 @@ def execute(params, check_mode=False, on_start=None):
                     on_start(batch)
                 results = batch.run(plans)
             finished = True
-        finally:
-            for migrator in batch.migrators:
-                migrator.__exit__(None, None, None)
     finally:
         close_quietly(sconn)
         if progress_file and not finished:
