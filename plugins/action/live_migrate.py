@@ -191,15 +191,15 @@ class ActionModule(ActionBase):
         except ValueError:
             return {}
 
-    def _status(self, jid, async_dir, task_vars, mode="status"):
-        if mode == "status":
-            # The job file holds the module's result once it ends: read it as async_status would, with a raw
-            # command on the open connection instead of a module run (about half a second less here).
-            status = self._read_job_file(jid, async_dir)
-            if status is not None:
-                return status
+    def _status(self, jid, async_dir, task_vars):
+        # The job file holds the module's result once it ends: read it as async_status would, with a raw command
+        # on the open connection instead of a module run (about half a second less here). async_status is asked
+        # only when the file cannot be read, and says why.
+        status = self._read_job_file(jid, async_dir)
+        if status is not None:
+            return status
         return self._execute_module(module_name="ansible.builtin.async_status",
-                                    module_args={"jid": jid, "mode": mode, "_async_dir": async_dir},
+                                    module_args={"jid": jid, "mode": "status", "_async_dir": async_dir},
                                     task_vars=task_vars, wrap_async=False)
 
     def _abort(self, args, task_vars, jid, async_dir):
