@@ -23,7 +23,6 @@ saves per wave.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -35,13 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, ".tmp", "collections"))
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration as M  # noqa: E402
-
-
-def load_lab():
-    spec = importlib.util.spec_from_file_location("hvmaint_lab", os.path.join(REPO, "tests", "lab", "lab.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Lab(module.load_config())
+from bench_migrate_loop import load_lab  # noqa: E402 - the sibling benchmark, beside this file
 
 
 def move(lab, name, destination):
