@@ -14,7 +14,7 @@ import os
 
 # The fields every entry carries, in this order, V(null) when unknown.
 FIELDS = ("time", "vm", "uuid", "source", "destination", "tier", "outcome", "duration_s", "downtime_ms",
-          "data_bytes", "job", "operation")
+          "data_bytes", "job", "by", "operation")
 
 
 def normalise(entry):
@@ -58,7 +58,7 @@ def read_entries(path):
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def entries_from_migrations(migrations, tiers=None, operation=None, job=None, now=None):
+def entries_from_migrations(migrations, tiers=None, operation=None, job=None, now=None, by=None):
     """Ledger entries from hvmaint.libvirt.live_migrate's `migrations` results."""
     import time
 
@@ -81,6 +81,7 @@ def entries_from_migrations(migrations, tiers=None, operation=None, job=None, no
             "downtime_ms": migration.get("downtime_ms"),
             "data_bytes": migration.get("data_transferred_bytes"),
             "job": job,
+            "by": by,
             "operation": operation,
             "started_at": migration.get("started_at"),
             "error": migration.get("error"),
@@ -89,7 +90,7 @@ def entries_from_migrations(migrations, tiers=None, operation=None, job=None, no
     return entries
 
 
-def entries_from_actions(actions, operation=None, job=None, now=None):
+def entries_from_actions(actions, operation=None, job=None, now=None, by=None):
     """Ledger entries for what a plan did with VMs that could not move (evacuation_plan's `actions`)."""
     import time
 
@@ -98,5 +99,5 @@ def entries_from_actions(actions, operation=None, job=None, now=None):
     return [{
         "time": stamp, "vm": action.get("vm"), "uuid": action.get("uuid"), "source": action.get("host"),
         "destination": None, "tier": action.get("tier"), "outcome": outcomes.get(action.get("action"), action.get("action")),
-        "job": job, "operation": operation, "reason": action.get("reason"),
+        "job": job, "by": by, "operation": operation, "reason": action.get("reason"),
     } for action in actions]

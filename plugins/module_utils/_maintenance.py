@@ -12,6 +12,8 @@ import json
 import os
 import tempfile
 
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._actor import controller_user
+
 DEFAULT_MARK_PATH = "/var/lib/libvirt/hvmaint/maintenance.json"
 
 
@@ -55,20 +57,15 @@ def clear_mark(path=DEFAULT_MARK_PATH):
 
 
 def default_actor():
-    """Who is acting: the AWX/Tower user of the job when there is one, else the login name."""
-    import getpass
+    """Who is acting when the caller does not say: the login name on the host the module runs on.
 
-    for variable in ("AWX_USER_NAME", "TOWER_USER_NAME", "SUDO_USER", "USER"):
-        if os.environ.get(variable):
-            return os.environ[variable]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    AWX's user is known only on the controller (the hvmaint.libvirt.actor lookup), which the roles pass as `by`.
+    """
+    return controller_user()
 
 
-def apply_mark(state, reason, by, path=DEFAULT_MARK_PATH, check_mode=False, now=None):
-    """Set or clear the mark; returns {changed, maintenance, previous}."""
+def apply_mark(state, reason, by, path=DEFAULT_MARK_PATH, check_mode=False, now=None, job=None):
+    """Set or clear the mark; returns {changed, maintenance, previous}. `job` (an AWX job id) is kept when given."""
     import socket
     import time
 
@@ -84,6 +81,8 @@ def apply_mark(state, reason, by, path=DEFAULT_MARK_PATH, check_mode=False, now=
         mark["host"] = socket.gethostname()
     elif by:
         mark["by"] = by
+    if job:
+        mark["job"] = job
     mark["reason"] = reason
     changed = mark != previous
     if changed and not check_mode:

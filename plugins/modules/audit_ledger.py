@@ -33,7 +33,7 @@ options:
   entries:
     description:
       - Entries to append. Known keys are C(time), C(vm), C(uuid), C(source), C(destination), C(tier), C(outcome),
-        C(duration_s), C(downtime_ms), C(data_bytes), C(job), C(operation); other keys are kept as given.
+        C(duration_s), C(downtime_ms), C(data_bytes), C(job), C(by), C(operation); other keys are kept as given.
     type: list
     elements: dict
     default: []
@@ -59,8 +59,17 @@ options:
     description: What the moves were part of (for example V(drain) or V(return)), recorded in each entry.
     type: str
   job:
-    description: An identifier of the job (defaults to the AWX/Tower job id from the environment, when there is one).
+    description:
+      - An identifier of the job, recorded in the entries made from O(migrations) and O(actions) (defaults to the
+        C(JOB_ID) environment variable, when there is one).
+      - The roles pass the AWX job id from the P(hvmaint.libvirt.actor#lookup) lookup.
     type: str
+  by:
+    description:
+      - Who made the moves, recorded in the entries made from O(migrations) and O(actions).
+      - The roles pass the AWX user, or the controller's user, from the P(hvmaint.libvirt.actor#lookup) lookup.
+    type: str
+    version_added: 0.1.0
   state:
     description: V(present) appends O(entries); V(read) returns the ledger in RV(entries) and changes nothing.
     type: str
@@ -119,6 +128,7 @@ def main():
             tiers=dict(type="dict", default={}),
             operation=dict(type="str"),
             job=dict(type="str"),
+            by=dict(type="str"),
             state=dict(type="str", choices=["present", "read"], default="present"),
         ),
         supports_check_mode=True,
@@ -127,10 +137,11 @@ def main():
     try:
         if module.params["state"] == "read":
             module.exit_json(changed=False, entries=read_entries(path))
-        job = module.params["job"] or os.environ.get("AWX_JOB_ID") or os.environ.get("JOB_ID")
+        job = module.params["job"] or os.environ.get("JOB_ID")
+        by = module.params["by"]
         entries = list(module.params["entries"]) + entries_from_migrations(
-            module.params["migrations"], module.params["tiers"], module.params["operation"], job
-        ) + entries_from_actions(module.params["actions"], module.params["operation"], job)
+            module.params["migrations"], module.params["tiers"], module.params["operation"], job, by=by
+        ) + entries_from_actions(module.params["actions"], module.params["operation"], job, by=by)
         appended = len(entries) if module.check_mode else append_entries(path, entries)
     except (OSError, ValueError) as exc:
         module.fail_json(msg="cannot use the audit ledger at %s: %s" % (path, exc))

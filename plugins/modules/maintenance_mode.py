@@ -41,8 +41,14 @@ options:
     default: maintenance
   by:
     description:
-      - Who marked the host. Defaults to the AWX/Tower job (from its environment) or the remote user.
+      - Who marked the host. Defaults to the user the module runs as on the host (often C(root)).
+      - The roles pass the AWX user, or the controller's user, from the P(hvmaint.libvirt.actor#lookup) lookup.
     type: str
+  job:
+    description:
+      - The AWX job that marked the host, kept in the mark as C(job) when given.
+    type: str
+    version_added: 0.1.0
   path:
     description:
       - Where the mark is kept on the host.
@@ -57,7 +63,7 @@ EXAMPLES = r"""
 - name: Mark the host before draining it
   hvmaint.libvirt.maintenance_mode:
     reason: firmware update CHG-1234
-    by: "{{ tower_user_name | default(lookup('env', 'USER')) }}"
+    by: "{{ (query('hvmaint.libvirt.actor') | first).user }}"
 
 - name: Clear the mark after maintenance
   hvmaint.libvirt.maintenance_mode:
@@ -69,7 +75,7 @@ maintenance:
   description: The mark now on the host, or V(null) when it is not under maintenance.
   returned: always
   type: dict
-  sample: {since: "2026-11-25T12:00:00Z", reason: firmware update, by: alice, host: hv1}
+  sample: {since: "2026-11-25T12:00:00Z", reason: firmware update, by: alice, job: "4711", host: hv1}
 previous:
   description: The mark before the module ran, or V(null).
   returned: always
@@ -90,6 +96,7 @@ def main():
             state=dict(type="str", choices=["present", "absent"], default="present"),
             reason=dict(type="str", default="maintenance"),
             by=dict(type="str"),
+            job=dict(type="str"),
             path=dict(type="path", default=DEFAULT_MARK_PATH),
         ),
         supports_check_mode=True,
@@ -97,7 +104,7 @@ def main():
     params = module.params
     try:
         result = apply_mark(params["state"], params["reason"], params["by"], params["path"],
-                            check_mode=module.check_mode)
+                            check_mode=module.check_mode, job=params["job"])
     except OSError as exc:
         module.fail_json(msg="cannot change the maintenance mark at %s: %s" % (params["path"], exc))
     if module._diff:

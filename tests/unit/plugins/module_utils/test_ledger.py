@@ -46,7 +46,7 @@ def test_entries_from_live_migrate_results():
          "downtime_ms": 40, "data_transferred_bytes": 1000, "finished_at": 1764072000.0, "started_at": 1764071997.5},
         {"name": "web1", "outcome": "would_migrate"},
     ]
-    (entry,) = ledger.entries_from_migrations(migrations, {"db1": "critical"}, "drain", "42")
+    (entry,) = ledger.entries_from_migrations(migrations, {"db1": "critical"}, "drain", "42", by="alice")
     assert entry["time"] == "2025-11-25T12:00:00Z"
-    assert (entry["vm"], entry["tier"], entry["duration_s"], entry["data_bytes"], entry["operation"], entry["job"]) == (
-        "db1", "critical", 2.5, 1000, "drain", "42")
+    assert (entry["vm"], entry["tier"], entry["duration_s"], entry["data_bytes"], entry["operation"], entry["job"],
+            entry["by"]) == ("db1", "critical", 2.5, 1000, "drain", "42", "alice")

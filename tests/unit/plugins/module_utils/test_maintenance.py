@@ -42,3 +42,10 @@ def test_unreadable_mark_still_counts_as_maintenance(tmp_path):
     path.write_text("{not json")
     mark = maintenance.read_mark(str(path))
     assert mark is not None and "unreadable" in mark["reason"]
+
+
+def test_the_mark_keeps_the_awx_job_that_set_it(tmp_path):
+    path = str(tmp_path / "m.json")
+    mark = maintenance.apply_mark("present", "firmware", "alice", path, job="4711")["maintenance"]
+    assert (mark["by"], mark["job"]) == ("alice", "4711")
+    assert maintenance.read_mark(path)["job"] == "4711"
