@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import signal
@@ -46,7 +47,7 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(
 
     drain = run_playbook(lab, ansible_env, "drain_host.yml", {
         "drain_host_host": DRAINED, "drain_host_tiers": TIERS, "drain_host_ledger": ledger,
-        "drain_host_reason": "test drain"})
+        "drain_host_reason": "test drain", "awx_user_name": "alice", "awx_job_id": 4711})
     print(drain.stdout[-3000:])
 
     # The host is empty of running VMs and marked, and every VM runs on exactly one other host.
@@ -54,7 +55,9 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(
         defined, running = where_is(lab, name)
         assert running and running[0] != DRAINED, "%s still on %s" % (name, DRAINED)
         assert defined == running
-    assert mark_of(lab, DRAINED)["reason"] == "test drain"
+    mark = mark_of(lab, DRAINED)
+    # As AWX runs it: the mark names the AWX user and job, not the remote user the modules run as.
+    assert (mark["reason"], mark["by"], mark["job"]) == ("test drain", "alice", "4711")
     off_defined, off_running = where_is(lab, shut_off)
     assert off_running == [] and len(off_defined) == 1 and off_defined[0] != DRAINED, (off_defined, off_running)
     # The workload guests kept running through their move: they answer on their own address from the new host.
@@ -66,6 +69,7 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(
     entries = [e for e in read_ledger(ledger) if e["operation"] == "drain"]
     assert sorted(e["vm"] for e in entries) == sorted(moved_out + [shut_off])
     assert all(e["outcome"] == "migrated" for e in entries)
+    assert {(e["by"], e["job"]) for e in entries} == {("alice", "4711")}
     assert [e["vm"] for e in entries if e["mode"] == "offline"] == [shut_off]
     assert entries[-1]["vm"] == shut_off, "definitions move after every running VM"
     assert entries[-1]["destination"] == off_defined[0]
@@ -91,6 +95,9 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(
     assert mark_of(lab, DRAINED) is None
     returned = [e for e in read_ledger(ledger) if e["operation"] == "return"]
     assert sorted(e["vm"] for e in returned) == sorted(moved_out + [shut_off])
+    # Outside AWX: the controller's user, and no job.
+    controller_user = next((os.environ[n] for n in ("SUDO_USER", "USER", "LOGNAME") if os.environ.get(n)), None)
+    assert {(e["by"], e["job"]) for e in returned} == {(controller_user or getpass.getuser(), None)}
 
     again = run_playbook(lab, ansible_env, "return_host.yml", home)
     assert all(counters["changed"] == 0 for counters in recap(again.stdout).values()), again.stdout[-3000:]
