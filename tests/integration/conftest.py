@@ -88,10 +88,31 @@ def ansible_module_json(lab, host, module, module_args, env, check=True, check_m
 
 
 def clear_maintenance_marks(lab):
+    """Remove every host's maintenance mark and lease (set-up: a test starts from a fleet nobody holds)."""
     for host in lab.hosts:
-        mark = os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", "maintenance.json")
-        if os.path.exists(mark):
-            os.unlink(mark)
+        for name in ("maintenance.json", "lease.json"):
+            path = os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", name)
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+def lease_of(lab, host):
+    """The lease on a lab host as host_lease wrote it, or None."""
+    path = os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", "lease.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def start_playbook(lab, env, playbook, extra_vars, log_path):
+    """Launch a playbook in the background (as a second AWX job would be); returns the Popen, output in log_path."""
+    inventory = os.path.join(lab.state_dir, "inventory.yml")
+    binary = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    log = open(log_path, "w", encoding="utf-8")
+    return subprocess.Popen([binary, "-i", inventory, os.path.join(REPO, "playbooks", playbook),
+                             "-e", json.dumps(extra_vars)], cwd=REPO, env=env, text=True,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def restore_placement(lab):
