@@ -53,8 +53,8 @@ def test_two_drains_at_once_never_exchange_vms(lab_at_home, ansible_env, tmp_pat
     for host, (code, output) in outcome.items():
         print("---- drain of %s: rc %d\n%s" % (host, code, output[-2500:]))
 
-    drained = [host for host, (code, _) in outcome.items() if code == 0]
-    refused = [host for host, (code, _) in outcome.items() if code != 0]
+    drained = [host for host, (code, _output) in outcome.items() if code == 0]
+    refused = [host for host, (code, _output) in outcome.items() if code != 0]
     assert len(drained) == 1 and len(refused) == 1, outcome
     winner, loser = drained[0], refused[0]
     refusal = outcome[loser][1]
