@@ -269,7 +269,7 @@ class _GuestCpu:
     """A guest CPU definition resolved through its CPU map; shared by every guest with the same <cpu>."""
 
     __slots__ = (
-        "error", "map", "kind", "mode", "match", "model", "vendors", "vendor_evidence", "required",
+        "error", "map", "kind", "mode", "match", "model", "vendor", "vendors", "vendor_evidence", "required",
         "explicit_required", "explicit_names", "forbidden", "forced", "disabled", "listed", "added", "arch",
         "virttype", "cpu_xml", "source", "source_name", "notes", "per_map", "required_mask", "explicit_mask",
         "forbidden_mask", "forced_mask", "listed_mask", "added_mask",
@@ -278,10 +278,11 @@ class _GuestCpu:
     def __init__(self, cpu_map):
         self.error = None  # message template (guest name as _G)
         self.map = cpu_map
-        self.kind = None  # custom | host-model | passthrough | default
+        self.kind = None  # custom | host-model | passthrough | default | foreign (not an x86 architecture)
         self.mode = None
         self.match = None
         self.model = None
+        self.vendor = None  # the vendor its <vendor> element names
         self.vendors = None  # vendors the guest can run on, or None when it does not care
         self.vendor_evidence = []
         self.required = frozenset()
@@ -340,7 +341,7 @@ def _guest_cpu(cpu, cpu_xml, virttype, arch, cpu_map):
     guest.arch = arch
     guest.cpu_xml = cpu_xml
     if arch and arch not in X86_ARCHES:
-        guest.error = "%s: its architecture is %s; this check understands x86 guests only" % (_G, arch)
+        guest.kind = "foreign"  # _arch_mismatch judges it; this check reads x86 CPU definitions only
         return guest
     if cpu is None:
         guest.kind = "default"
@@ -383,7 +384,7 @@ def _guest_cpu(cpu, cpu_xml, virttype, arch, cpu_map):
                                                 "are" if len(unknown) > 1 else "is", cpu_map.directory)
         return guest
 
-    vendor_elem = _text(cpu, "vendor")
+    vendor_elem = guest.vendor = _text(cpu, "vendor")
     if vendor_elem and vendor_elem not in cpu_map.vendors:
         guest.error = "%s: CPU vendor %r is not one the CPU map at %s knows (%s)" % (
             _G, vendor_elem, cpu_map.directory, ", ".join(sorted(cpu_map.vendors)))
@@ -566,11 +567,36 @@ def _vendor_reason(guest, host_vendor):
     return cached
 
 
+def _arch_mismatch(guest, host):
+    """Why `host` cannot run `guest`'s architecture, or None (same architecture, or not known).
+
+    libvirt agrees: its compareHypervisorCPU on an x86_64 host answers a guest of another architecture with
+    "unable to find any emulator to serve 'aarch64' architecture", which _ask_libvirt reads as incompatible.
+    """
+    # A CPU without an architecture was resolved through an x86 CPU map; a host that could not be read says none.
+    host_arch = host.arch or (None if host.error else "x86_64")
+    guest_arch = guest.arch or "x86_64"
+    if host_arch is None or guest_arch == host_arch:
+        return None
+    if (guest_arch in X86_ARCHES) != (host_arch in X86_ARCHES) or guest_arch not in X86_ARCHES:
+        return "%s's architecture is %s and %s's is %s: a hypervisor runs guests of its own architecture only" % (
+            _G, guest_arch, _H, host_arch)
+    if host_arch == "i686":
+        return "%s is a 64-bit x86_64 guest and %s is a 32-bit i686 host" % (_G, _H)
+    return None  # an i686 guest on an x86_64 host
+
+
 def _judge(guest, host):
     if guest.error:
         return _verdict(guest, host, ERROR, reasons=[guest.error])
+    arch_reason = _arch_mismatch(guest, host)
+    if arch_reason:
+        return _verdict(guest, host, INCOMPATIBLE, reasons=[arch_reason])
     if host.error:
         return _verdict(guest, host, ERROR, reasons=[host.error])
+    if guest.kind == "foreign":  # pragma: no cover - every host this check reads is x86, so the arch differs
+        return _verdict(guest, host, ERROR, reasons=[
+            "%s: its architecture is %s; this check understands x86 guests only" % (_G, guest.arch)])
     if guest.virttype == "qemu":
         return _verdict(guest, host, SUPERSET, reasons=guest.notes)
     if guest.kind == "default":
@@ -585,6 +611,11 @@ def _judge(guest, host):
     reasons = list(problems)
     if guest.vendors and host.vendor and host.vendor not in guest.vendors:
         reasons.append(_vendor_reason(guest, host.vendor))
+    elif guest.vendor and not host.vendor:
+        # libvirt (x86Compute) answers "host CPU vendor does not match required CPU vendor" here too: a host that
+        # names no vendor cannot prove it is the one the guest's <vendor> demands.
+        reasons.append("vendor unknown: the guest's <vendor> requires %s and %s's CPU names no vendor, so it"
+                       " cannot be shown to be %s" % (guest.vendor, _H, guest.vendor))
     host_mask = host.mask(cpu_map)
     missing = required & ~host_mask
     soft = missing & guest.added_mask
@@ -912,7 +943,8 @@ def _ask_libvirt(conn, guest, host):
     try:
         code = conn.compareHypervisorCPU(None, arch, None, guest.virttype, str(guest.cpu_xml), 0)
     except error_class as exc:
-        return ERROR, str(exc).strip()
+        # libvirt refuses to compare a guest of an architecture it has no emulator for: that host cannot run it.
+        return (INCOMPATIBLE if _arch_mismatch(guest, host) else ERROR), str(exc).strip()
     result = _compare_code_names().get(code, ERROR)
     message = None
     if result == INCOMPATIBLE:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -60,6 +61,47 @@ def test_cpu_verdicts_name_missing_features_and_agree_with_libvirt(lab, ansible_
         # a real disagreement about compatibility would be a failure here.
         for pair in (avx, svm, withheld, plain):
             assert pair["compatible"] == (pair["libvirt_result"] in ("identical", "superset"))
+
+
+def test_odd_cpu_input_verdicts_agree_with_libvirt(lab, ansible_env):
+    """A guest of another architecture, and a guest naming a vendor, judged as libvirt on the lab judges them."""
+    domcaps = ET.fromstring(lab.virsh(SOURCE, ["domcapabilities", "--virttype", "kvm"]).stdout)
+    host_model = domcaps.find("cpu/mode[@name='host-model']")
+    vendor = host_model.findtext("vendor")
+    other = "Intel" if vendor == "AMD" else "AMD"
+    # libvirt's x86 comparison checks a named vendor before any feature, with one answer for a host of another
+    # vendor and a host that names none ("host CPU vendor does not match required CPU vendor"). The lab's hosts
+    # all name theirs: the other vendor shows libvirt's answer, and a copy of hv1's CPU without <vendor> is the
+    # host that names none.
+    vendorless = ET.tostring(host_model, encoding="unicode")
+    vendorless = vendorless.replace("<vendor>%s</vendor>" % vendor, "")
+    named = ("<domain type='kvm'><cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model>"
+             "<vendor>%s</vendor><feature policy='disable' name='svm'/><feature policy='disable' name='pni'/>"
+             "</cpu></domain>")
+    arm = ("<domain type='kvm'><os><type arch='aarch64' machine='virt'>hvm</type></os>"
+           "<cpu mode='custom' match='exact'><model>cortex-a57</model></cpu></domain>")
+    result = ansible_module_json(lab, SOURCE, "hvmaint.libvirt.cpu_compat", {
+        "guests": [{"name": "arm", "xml": arm}, {"name": "other-vendor", "xml": named % other},
+                   {"name": "same-vendor", "xml": named % vendor}],
+        "hosts": [{"name": "vendorless", "xml": vendorless}],
+        "live_hosts": live_hosts(lab),
+    }, ansible_env)
+    pairs = {(p["guest"], p["host"]): p for p in result["matrix"]}
+    for host in lab.hosts:
+        arm_pair = pairs[("arm", host)]
+        assert arm_pair["result"] == "incompatible" and arm_pair["libvirt_result"] == "incompatible", arm_pair
+        assert "aarch64" in arm_pair["reasons"][0] and "aarch64" in arm_pair["libvirt_message"]
+        assert not arm_pair["disagreement"]
+        other_pair = pairs[("other-vendor", host)]
+        assert other_pair["result"] == "incompatible" and other_pair["libvirt_result"] == "incompatible"
+        assert "does not match required CPU vendor %s" % other in other_pair["libvirt_message"]
+        same = pairs[("same-vendor", host)]
+        assert same["compatible"] and same["libvirt_result"] in ("identical", "superset"), same
+    assert pairs[("arm", "vendorless")]["result"] == "incompatible"
+    unproven = pairs[("same-vendor", "vendorless")]
+    assert unproven["result"] == "incompatible", unproven
+    assert unproven["reasons"] == ["vendor unknown: the guest's <vendor> requires %s and vendorless's CPU names no"
+                                   " vendor, so it cannot be shown to be %s" % (vendor, vendor)]
 
 
 def test_running_vms_are_checked_from_their_live_definition(lab, ansible_env):

@@ -444,8 +444,58 @@ def test_guest_cpu_given_as_host_is_an_error():
 
 
 def test_non_x86_host():
-    result = compare(cpu_xml("kvm64"), "<cpu><arch>aarch64</arch><model>cortex-a57</model></cpu>", host_name="arm1")
+    arm = "<cpu><arch>aarch64</arch><model>cortex-a57</model></cpu>"
+    # An x86 guest cannot run there, whatever the CPU: libvirt on an aarch64 host has no x86 emulator.
+    result = compare(domain(cpu_xml("kvm64"), name="vm1"), arm, guest_name="vm1", host_name="arm1")
+    assert result["result"] == "incompatible" and not result["compatible"]
+    assert result["reasons"] == ["vm1's architecture is x86_64 and arm1's is aarch64: a hypervisor runs guests of"
+                                 " its own architecture only"]
+    # An aarch64 guest there is beyond this check.
+    arm_guest = domain(cpu_xml("cortex-a57"), name="vm2").replace("arch='x86_64'", "arch='aarch64'")
+    result = compare(arm_guest, arm, guest_name="vm2", host_name="arm1")
+    assert result["result"] == "error"
     assert result["reasons"] == ["arm1: its CPU architecture is aarch64; this check understands x86 CPUs only"]
+
+
+def arch_domain(arch, cpu):
+    return domain(cpu).replace("arch='x86_64'", "arch='%s'" % arch)
+
+
+@pytest.mark.parametrize("arch", ["aarch64", "ppc64le", "s390x"])
+def test_guest_of_another_architecture_is_incompatible(arch):
+    for guest in (arch_domain(arch, "<cpu mode='custom'><model>cortex-a57</model></cpu>"),
+                  arch_domain(arch, "<cpu mode='host-passthrough'/>"), arch_domain(arch, "")):
+        for dtype in ("kvm", "qemu"):
+            result = compare(guest.replace("type='kvm'", "type='%s'" % dtype), fixture("EPYC-7502-32-Core", "host"),
+                             guest_name="arm1", host_name="hv1")
+            assert result["result"] == "incompatible" and not result["compatible"], result
+            assert result["reasons"] == ["arm1's architecture is %s and hv1's is x86_64: a hypervisor runs guests"
+                                         " of its own architecture only" % arch]
+
+
+def test_x86_64_guest_on_i686_host_is_incompatible_and_the_reverse_is_not():
+    host_32 = fixture("Core2-E6850", "host").replace("<arch>x86_64</arch>", "<arch>i686</arch>")
+    assert "<arch>i686</arch>" in host_32
+    guest = cpu_xml("qemu32")
+    result = compare(arch_domain("x86_64", guest), host_32, guest_name="vm1", host_name="old")
+    assert result["result"] == "incompatible"
+    assert result["reasons"] == ["vm1 is a 64-bit x86_64 guest and old is a 32-bit i686 host"]
+    assert compare(arch_domain("i686", guest), host_32)["compatible"]
+    assert compare(arch_domain("i686", guest), fixture("Core2-E6850", "host"))["compatible"]
+
+
+def test_host_without_vendor_cannot_prove_the_vendor_a_guest_names():
+    # kvm64 has no vendor in the CPU map; a host CPU given without <vendor> names none.
+    vendorless = "<cpu><arch>x86_64</arch><model>kvm64</model></cpu>"
+    assert model("kvm64").vendor is None
+    named = compare(cpu_xml("kvm64", vendor="Intel"), vendorless, guest_name="vm1", host_name="hv9")
+    assert named["result"] == "incompatible" and not named["compatible"]
+    assert named["reasons"] == ["vendor unknown: the guest's <vendor> requires Intel and hv9's CPU names no vendor,"
+                                " so it cannot be shown to be Intel"]
+    # The same host does prove it when it names the vendor; a guest that names none does not care.
+    assert compare(cpu_xml("kvm64", vendor="Intel"), vendorless.replace("</cpu>", "<vendor>Intel</vendor></cpu>")
+                   )["compatible"]
+    assert compare(cpu_xml("kvm64"), vendorless)["compatible"]
 
 
 # -- bad input -----------------------------------------------------------------------------------------------------
@@ -690,6 +740,24 @@ def test_live_host_libvirt_error_is_reported():
     assert pair["result"] == "error" and pair["libvirt_result"] == "error"
     assert pair["disagreement"] is False
     assert pair["libvirt_message"] == "unsupported configuration: CPU model Foo is unknown"
+
+
+@needs_libvirt
+def test_live_host_without_an_emulator_for_the_guest_architecture_agrees():
+    class NoArmEmulator(FakeConn):
+        def compareHypervisorCPU(self, emulator, arch, machine, virttype, xml, flags=0):
+            self.calls.append(("compare", emulator, arch, machine, virttype, xml, flags))
+            raise libvirt.libvirtError("unsupported configuration: unable to find any emulator to serve '%s'"
+                                       " architecture" % arch)
+
+    dst = NoArmEmulator("hv2", fixture("EPYC-7502-32-Core", "host"))
+    out = cc.run(guests=[{"name": "arm1", "xml": arch_domain("aarch64", cpu_xml("cortex-a57"))}],
+                 live_hosts=[{"name": "hv2", "uri": "u2"}], cpu_map_dir=MAP_11, connect=connector({"u2": dst}))
+    pair = out["matrix"][0]
+    assert pair["result"] == "incompatible" and pair["libvirt_result"] == "incompatible"
+    assert pair["disagreement"] is False
+    assert "aarch64" in pair["libvirt_message"]
+    assert dst.calls[0][2] == "aarch64"
 
 
 @needs_libvirt
