@@ -35,6 +35,14 @@ QUIET_FIRST_S = 2.0
 STATUS_EVERY_S = 30.0
 MISSING_STATUS_EVERY_S = 1.5
 ABORT_WAIT_S = 60.0
+# The module rewrites its progress file about every second while it lives. When it has not for this long and
+# async_status still says it runs, the follower gives up: it aborts the migrations it can reach and fails,
+# instead of waiting for ever on a module that hung or a job file that will never be written.
+SILENT_GIVE_UP_S = 600.0
+
+
+class _LostTouch(Exception):
+    """The follow loop's deadline passed without the module finishing."""
 
 
 class _Interrupted(Exception):
@@ -106,6 +114,11 @@ class ActionModule(ActionBase):
             display.warning("live_migrate: %s; aborting the migrations of %s on %s" % (
                 exc, ", ".join(names), self._task.delegate_to or task_vars.get("inventory_hostname")))
             self._abort(args, task_vars, jid, async_dir)
+        except _LostTouch as exc:
+            display.warning("live_migrate: %s; aborting the migrations of %s" % (exc, ", ".join(names)))
+            self._abort(args, task_vars, jid, async_dir)
+            final = {"failed": True, "msg": "%s; the migrations of %s were asked to abort: check where each VM"
+                     " runs (hvmaint.libvirt.vm_locate) before rerunning" % (exc, ", ".join(names))}
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -132,10 +145,12 @@ class ActionModule(ActionBase):
         last_print = QUIET_FIRST_S - PRINT_EVERY_S
         last_status = start
         announced = set()
+        alive = _Liveness(start)
         for poll in _schedule():
             time.sleep(poll)
             now = time.monotonic()
             snapshot = self._read_progress(progress_file)
+            alive.check(snapshot, now)
             self._polls["progress_reads"] += 1
             display.vvvv("live_migrate: progress read in %.3f s, written %.1f s ago" % (
                 time.monotonic() - now, time.time() - (snapshot or {}).get("updated", 0)))
@@ -255,6 +270,26 @@ class ActionModule(ActionBase):
                 display.vvv("live_migrate: clean-up failed: %s" % res.get("stderr"))
         except Exception as exc:  # noqa: BLE001 - clean-up must not hide the result
             display.vvv("live_migrate: clean-up failed: %s" % exc)
+
+
+class _Liveness:
+    """The follow loop's deadline: the module must rewrite its progress file at least every SILENT_GIVE_UP_S, and
+    finish before async_wrapper's own backstop."""
+
+    def __init__(self, start):
+        self.start = start
+        self.last_sign = start
+        self.last_updated = None
+
+    def check(self, snapshot, now):
+        updated = (snapshot or {}).get("updated")
+        if updated is not None and updated != self.last_updated:
+            self.last_updated, self.last_sign = updated, now
+        if now - self.last_sign >= SILENT_GIVE_UP_S:
+            raise _LostTouch("no sign of the live_migrate module for %.0f s (its progress file was not rewritten)"
+                             % (now - self.last_sign))
+        if now - self.start >= ASYNC_BACKSTOP_S:
+            raise _LostTouch("the live_migrate module still runs after %.0f s" % (now - self.start))
 
 
 def _schedule():

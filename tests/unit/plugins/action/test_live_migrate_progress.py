@@ -42,3 +42,23 @@ def test_first_figures_are_shown_at_once_then_every_period(printed):
     assert len(printed) == 3
     show(state, snapshot(status="migrated", elapsed_s=7.0, downtime_ms=40), 7.0)
     assert printed[-1] == "[hv1\u2192hv2] db1: migrated in 7.0 s, downtime 40 ms"
+
+
+def test_follow_loop_gives_up_on_a_silent_module():
+    alive = action._Liveness(start=100.0)
+    alive.check(None, 101.0)                      # not started yet: fine for a while
+    alive.check({"updated": 1.0}, 150.0)
+    alive.check({"updated": 2.0}, 150.0 + action.SILENT_GIVE_UP_S - 1)
+    alive.check({"updated": 2.0}, 150.0 + action.SILENT_GIVE_UP_S + 1)  # the last rewrite was just in time
+    with pytest.raises(action._LostTouch, match="no sign of the live_migrate module"):
+        alive.check({"updated": 2.0}, 150.0 + 2 * action.SILENT_GIVE_UP_S)
+    never = action._Liveness(start=0.0)
+    with pytest.raises(action._LostTouch):
+        never.check(None, action.SILENT_GIVE_UP_S)
+
+
+def test_follow_loop_has_an_overall_deadline():
+    alive = action._Liveness(start=0.0)
+    with pytest.raises(action._LostTouch, match="still runs after"):
+        for tick in range(0, int(action.ASYNC_BACKSTOP_S) + 60, 60):
+            alive.check({"updated": float(tick)}, float(tick))
