@@ -7,7 +7,7 @@ Three ways of moving the same N idle guests from one lab host to another, the VM
 (untimed):
 
   virsh loop      virsh -c <src> migrate --live --p2p --persistent --undefinesource <vm> <dest>, one after another
-  engine, 1       the collection's engine (plugins/module_utils/_migration.py) with max_parallel=1
+  engine, 1       the collection's engine (plugins/module_utils/_migration/) with max_parallel=1
   engine, 2       the same with the default max_parallel=2
 
 For every VM: the wall time, and libvirt's own job time (time_elapsed of the completed job, read on the
@@ -31,8 +31,12 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, ".tmp", "collections"))
 
-from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration as M  # noqa: E402
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import open_connection  # noqa: E402
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.engine import Migrator  # noqa: E402
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import (  # noqa: E402
+    POLICY_OPTIONS,
+    validate_policy,
+)
 
 
 def load_lab():
@@ -43,10 +47,10 @@ def load_lab():
 
 
 def engine(lab, names, source, destination, max_parallel):
-    policy = M.validate_policy({key: None for key in M.POLICY_OPTIONS} | {"max_parallel": max_parallel})
+    policy = validate_policy({key: None for key in POLICY_OPTIONS} | {"max_parallel": max_parallel})
     started = time.monotonic()
-    with M.Migrator(lab.uri(source), "qemu+tls://%s/system" % destination, policy, destination=destination,
-                    destination_connect_uri=lab.uri(destination)) as migrator:
+    with Migrator(lab.uri(source), "qemu+tls://%s/system" % destination, policy, destination=destination,
+              destination_connect_uri=lab.uri(destination)) as migrator:
         migrator.connect()
         plans = migrator.preflight(names)
         setup = time.monotonic() - started

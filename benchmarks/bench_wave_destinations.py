@@ -10,7 +10,7 @@ between runs (untimed).
 
   virsh loop                 virsh -c <src> migrate --live --p2p --persistent --undefinesource <vm> <its dest>,
                              one after another
-  engine, per destination    the engine (`_migration.execute`, from the controller) once per destination,
+  engine, per destination    the engine (`_migration.run.execute`, from the controller) once per destination,
                              max_parallel=2: how the drain_host role ran a wave before live_migrate took `moves`
   engine, one call           the engine once with `moves`, max_parallel=2, max_parallel_per_destination=2
   playbook, per destination  ansible-playbook, one live_migrate task looping over the destinations (the role before)
@@ -33,7 +33,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, ".tmp", "collections"))
 
-from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration as M  # noqa: E402
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import POLICY_OPTIONS  # noqa: E402
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import run as engine_entry  # noqa: E402
 from bench_migrate_loop import load_lab  # noqa: E402 - the sibling benchmark, beside this file
 
 
@@ -43,11 +44,11 @@ def move(lab, name, destination):
 
 
 def execute(lab, source, moves, **options):
-    params = {key: None for key in M.POLICY_OPTIONS}
+    params = {key: None for key in POLICY_OPTIONS}
     params.update(uri=lab.uri(source), state="migrated", transport="tls", moves=moves, verify=True,
                   record_history=True)
     params.update(options)
-    result = M.execute(params)
+    result = engine_entry.execute(params)
     bad = [r for r in result["migrations"] if r["outcome"] != "migrated"]
     if bad:
         raise SystemExit("engine failed: %s" % bad)

@@ -299,7 +299,7 @@ def _schedule():
 
 
 def _format(source, destination, vm):
-    # Imported lazily: the controller needs only this formatter from the module_utils, not libvirt.
-    from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import format_progress_line
+    # Imported lazily: the controller needs only this formatter (the progress contract), not the engine or libvirt.
+    from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.progress import format_progress_line
 
     return format_progress_line(source, destination, vm)

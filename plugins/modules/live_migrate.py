@@ -450,7 +450,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client im
     HvmaintError,
     require_libvirt,
 )
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import execute
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.run import execute
 
 
 def argument_spec():

@@ -4,7 +4,7 @@ Runs against whichever lab HVMAINT_LAB_CONFIG names (default tests/lab/lab.json)
 addresses come from the lab's config; each test finds where a VM is before moving it, and a fixture puts every
 guest back where it was when the test started.
 
-Most tests call the engine (plugins/module_utils/_migration.py) from the controller, as the module would on the
+Most tests call the engine (plugins/module_utils/_migration/) from the controller, as the module would on the
 source host; the progress and interruption tests run the module through ansible-playbook on the source host.
 Figures (downtime, ping gaps, timings) are printed: run with -s to see them.
 """
@@ -26,8 +26,10 @@ import time
 import pytest
 from conftest import revive_linux_guests
 
-from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration as M
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, open_connection
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import engine as migration_engine
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import policy as migration_policy
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import run as migration_run
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata import read_domain_metadata
 
 pytestmark = pytest.mark.lab
@@ -84,13 +86,13 @@ def other_host(lab, host, avoid=()):
 
 
 def policy(**options):
-    return M.validate_policy({key: options.get(key) for key in M.POLICY_OPTIONS})
+    return migration_policy.validate_policy({key: options.get(key) for key in migration_policy.POLICY_OPTIONS})
 
 
 def migrator(lab, source, destination, **options):
-    return M.Migrator(lab.uri(source), "qemu+tls://%s/system" % destination, policy(**options),
-                      destination=destination, destination_connect_uri=lab.uri(destination),
-                      progress=options.get("progress"))
+    return migration_engine.Migrator(lab.uri(source), "qemu+tls://%s/system" % destination, policy(**options),
+                                     destination=destination, destination_connect_uri=lab.uri(destination),
+                                     progress=options.get("progress"))
 
 
 def migrate(lab, names, source, destination, **options):
@@ -107,7 +109,7 @@ def execute(lab, source, destination, **params):
         full.update(destination=destination, destination_uri="qemu+tls://%s/system" % destination,
                     destination_connect_uri=lab.uri(destination))
     full.update(params)
-    return M.execute(full, check_mode=check_mode)
+    return migration_run.execute(full, check_mode=check_mode)
 
 
 def assert_exactly_one(lab, name, host):
@@ -396,8 +398,8 @@ def test_tls_works_and_a_foreign_ca_is_refused(lab, restore, tmp_path):
         try:
             import libvirt
             with pytest.raises(libvirt.libvirtError) as direct:
-                conn.lookupByName(name).migrateToURI3("qemu+tls://%s/system" % stranger, {}, M.migration_flags(
-                    policy(), False))
+                conn.lookupByName(name).migrateToURI3("qemu+tls://%s/system" % stranger, {},
+                                                      migration_policy.migration_flags(policy(), False))
             print("source libvirtd, directly: %s" % direct.value)
         finally:
             conn.close()
@@ -473,7 +475,7 @@ def test_destination_that_does_not_exist(lab, restore):
         params = {"uri": lab.uri(source), "name": name, "destination": destination, "destination_uri": uri,
                   "destination_connect_uri": "%s?pkipath=%s" % (uri, lab.controller_pki()), "transport": "tls"}
         with pytest.raises(HvmaintError) as refused:
-            M.execute(params)
+            migration_run.execute(params)
         print("\n%s: %s" % (destination, refused.value))
         assert "unreachable" in str(refused.value) and "nothing was moved" in str(refused.value)
         assert "CA certificate" not in str(refused.value)
@@ -562,7 +564,7 @@ def test_abort_action_leaves_the_vm_on_the_source(lab, restore):
     destination = other_host(lab, source)
     thread, box = run_in_thread(migrate, lab, [name], source, destination, bandwidth_mib_s=2)
     wait_for_job(lab, source, name)
-    aborted = M.execute({"uri": lab.uri(source), "name": name, "state": "aborted"})
+    aborted = migration_run.execute({"uri": lab.uri(source), "name": name, "state": "aborted"})
     thread.join(60)
     result = box["result"][0]
     print("\nabort: %s; migration: %s: %s" % (aborted["aborts"], result["outcome"], result["error"]))

@@ -12,8 +12,40 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration as M
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.lookups import _memory_bytes
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import (
+    POLICY_OPTIONS,
+    Escalator,
+    completion_timeout_s,
+    derive_destination_uri,
+    flag_names,
+    migration_flags,
+    migration_params,
+    offline_flags,
+    parse_libvirt_uri,
+    validate_policy,
+)
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.progress import (
+    GIB,
+    MIB,
+    format_progress_line,
+    progress_from_stats,
+    write_progress_file,
+)
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import (
+    base_result,
+    completed_figures,
+    diff_for,
+    summarize,
+)
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.run import vm_names
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._storage import (
+    classify_disks,
+    decide_copy_storage,
+    domain_disks,
+    fs_type_from_mountinfo,
+)
 
 RUNNING_1S = {"operation": 5, "time_elapsed": 1001, "downtime": 300, "setup_time": 0, "data_total": 268828672,
               "data_processed": 4204730, "data_remaining": 263639040, "memory_total": 268828672,
@@ -58,13 +90,13 @@ MOUNTINFO = """22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 
 
 def options(**kw):
-    return {key: kw.get(key) for key in M.POLICY_OPTIONS}
+    return {key: kw.get(key) for key in POLICY_OPTIONS}
 
 
 # ---- options and policy ------------------------------------------------------------------------------------------
 
 def test_defaults_and_where_they_come_from():
-    policy = M.validate_policy(options())
+    policy = validate_policy(options())
     assert policy.max_downtime_ms == 300          # QEMU's downtime-limit default
     assert policy.max_parallel == 2               # KubeVirt, oVirt, Hyper-V: two outbound per host
     assert policy.completion_timeout_s_per_gib == 800  # KubeVirt completionTimeoutPerGiB
@@ -75,8 +107,8 @@ def test_defaults_and_where_they_come_from():
 
 
 def test_zero_disables_timeouts_rather_than_picking_defaults():
-    policy = M.validate_policy(options(completion_timeout_s_per_gib=0, progress_timeout_s=0))
-    assert M.completion_timeout_s(policy, 4 * M.GIB) is None
+    policy = validate_policy(options(completion_timeout_s_per_gib=0, progress_timeout_s=0))
+    assert completion_timeout_s(policy, 4 * GIB) is None
     assert policy.progress_timeout_s == 0
 
 
@@ -96,19 +128,19 @@ def test_zero_disables_timeouts_rather_than_picking_defaults():
 ])
 def test_conflicting_or_invalid_options_are_refused(bad, fragment):
     with pytest.raises(HvmaintError) as refused:
-        M.validate_policy(options(**bad))
+        validate_policy(options(**bad))
     assert fragment in str(refused.value)
 
 
 def test_every_problem_is_named_at_once():
     with pytest.raises(HvmaintError) as refused:
-        M.validate_policy(options(max_parallel=0, compression="zlib", completion_timeout_action="postcopy"))
+        validate_policy(options(max_parallel=0, compression="zlib", completion_timeout_action="postcopy"))
     text = str(refused.value)
     assert "max_parallel" in text and "zlib" in text and "postcopy" in text
 
 
 def test_post_copy_allowed_makes_postcopy_actions_valid():
-    policy = M.validate_policy(options(escalation={"post_copy": True}, completion_timeout_action="postcopy"))
+    policy = validate_policy(options(escalation={"post_copy": True}, completion_timeout_action="postcopy"))
     assert policy.post_copy and policy.completion_timeout_action == "postcopy"
 
 
@@ -120,7 +152,7 @@ def test_post_copy_allowed_makes_postcopy_actions_valid():
     ("qemu://hv2/system", "tls", "hv2"),
 ])
 def test_valid_uris(uri, transport, host):
-    assert M.parse_libvirt_uri(uri, "uri") == (transport, host)
+    assert parse_libvirt_uri(uri, "uri") == (transport, host)
 
 
 @pytest.mark.parametrize("uri, fragment", [
@@ -133,55 +165,55 @@ def test_valid_uris(uri, transport, host):
 ])
 def test_invalid_uris(uri, fragment):
     with pytest.raises(HvmaintError) as refused:
-        M.parse_libvirt_uri(uri, "destination_uri")
+        parse_libvirt_uri(uri, "destination_uri")
     assert fragment in str(refused.value)
 
 
 def test_destination_uri_is_derived_from_name_and_transport():
-    assert M.derive_destination_uri("hv2", "tls") == "qemu+tls://hv2/system"
-    assert M.derive_destination_uri("hv2", "ssh") == "qemu+ssh://hv2/system"
-    assert M.derive_destination_uri("hv2", "tcp") == "qemu+tcp://hv2/system"
+    assert derive_destination_uri("hv2", "tls") == "qemu+tls://hv2/system"
+    assert derive_destination_uri("hv2", "ssh") == "qemu+ssh://hv2/system"
+    assert derive_destination_uri("hv2", "tcp") == "qemu+tcp://hv2/system"
     for bad in ("", "hv2/system", "hv 2", "root@hv2"):
         with pytest.raises(HvmaintError):
-            M.derive_destination_uri(bad, "tls")
+            derive_destination_uri(bad, "tls")
 
 
 def test_completion_timeout_scales_with_memory_and_copied_disks():
-    policy = M.validate_policy(options())
-    assert M.completion_timeout_s(policy, 96 * M.MIB) == 75.0         # 800 s/GiB * 96 MiB
-    assert M.completion_timeout_s(policy, 32 * M.MIB) == 60.0         # the minimum
-    assert M.completion_timeout_s(policy, 8 * M.GIB) == 6400.0
-    assert M.completion_timeout_s(policy, 1 * M.GIB, 3 * M.GIB) == 3200.0
+    policy = validate_policy(options())
+    assert completion_timeout_s(policy, 96 * MIB) == 75.0         # 800 s/GiB * 96 MiB
+    assert completion_timeout_s(policy, 32 * MIB) == 60.0         # the minimum
+    assert completion_timeout_s(policy, 8 * GIB) == 6400.0
+    assert completion_timeout_s(policy, 1 * GIB, 3 * GIB) == 3200.0
 
 
 def test_a_shut_off_vm_moves_with_offline_flags_only_when_the_policy_says_so():
     # Offline: the definition moves, nothing runs, so there is no stream to make live, encrypt or tune.
-    assert M.flag_names(M.offline_flags()) == ["peer2peer", "persist_dest", "undefine_source", "offline"]
-    assert M.validate_policy(options()).shutoff_vms == "fail"
-    assert M.validate_policy(options(shutoff_vms="move")).shutoff_vms == "move"
+    assert flag_names(offline_flags()) == ["peer2peer", "persist_dest", "undefine_source", "offline"]
+    assert validate_policy(options()).shutoff_vms == "fail"
+    assert validate_policy(options(shutoff_vms="move")).shutoff_vms == "move"
     with pytest.raises(HvmaintError, match="shutoff_vms must be one of fail, move, not 'start'"):
-        M.validate_policy(options(shutoff_vms="start"))
+        validate_policy(options(shutoff_vms="start"))
 
 
 def test_flags_and_params_follow_the_policy():
-    plain = M.migration_flags(M.validate_policy(options()), copy_storage=False)
-    assert M.flag_names(plain) == ["live", "peer2peer", "persist_dest", "undefine_source", "abort_on_error"]
-    full = M.validate_policy(options(tls_stream=True, escalation={"auto_converge": True, "post_copy": True},
-                                     compression="xbzrle", bandwidth_mib_s=100))
-    names = M.flag_names(M.migration_flags(full, copy_storage=True))
+    plain = migration_flags(validate_policy(options()), copy_storage=False)
+    assert flag_names(plain) == ["live", "peer2peer", "persist_dest", "undefine_source", "abort_on_error"]
+    full = validate_policy(options(tls_stream=True, escalation={"auto_converge": True, "post_copy": True},
+                                   compression="xbzrle", bandwidth_mib_s=100))
+    names = flag_names(migration_flags(full, copy_storage=True))
     assert {"non_shared_disk", "tls", "auto_converge", "postcopy", "compressed"} <= set(names)
     assert "parallel" not in names
-    assert M.migration_params(full, ["vda"]) == {"bandwidth": 100, "compression": "xbzrle", "migrate_disks": ["vda"]}
-    multifd = M.validate_policy(options(parallel_connections=4, compression="zstd"))
-    assert "parallel" in M.flag_names(M.migration_flags(multifd, False))
-    assert M.migration_params(multifd) == {"parallel.connections": 4, "compression": "zstd"}
-    assert M.migration_params(M.validate_policy(options())) == {}
+    assert migration_params(full, ["vda"]) == {"bandwidth": 100, "compression": "xbzrle", "migrate_disks": ["vda"]}
+    multifd = validate_policy(options(parallel_connections=4, compression="zstd"))
+    assert "parallel" in flag_names(migration_flags(multifd, False))
+    assert migration_params(multifd) == {"parallel.connections": 4, "compression": "zstd"}
+    assert migration_params(validate_policy(options())) == {}
 
 
 # ---- storage ---------------------------------------------------------------------------------------------------
 
 def test_disks_are_read_from_the_domain_xml():
-    disks = M.domain_disks(ET.fromstring(DOMAIN_XML))
+    disks = domain_disks(ET.fromstring(DOMAIN_XML))
     assert [(d["target"], d["type"], d["path"]) for d in disks] == [
         ("vda", "file", "/var/lib/libvirt/images/m-disk1.qcow2"), ("vdb", "file", "/mnt/nfs/data.raw"),
         ("vdc", "network", None), ("sda", "file", "/iso/install.iso"), ("vdd", "block", "/dev/vg0/lv1")]
@@ -190,66 +222,66 @@ def test_disks_are_read_from_the_domain_xml():
 
 def test_storage_is_classified_by_pool_then_file_system():
     pools = {"/var/lib/libvirt/images/m-disk1.qcow2": "dir", "/dev/vg0/lv1": "logical"}
-    classified = M.classify_disks(M.domain_disks(ET.fromstring(DOMAIN_XML)), pool_type_of_path=pools.get,
-                                  fs_type_of_path=lambda path: M.fs_type_from_mountinfo(path, MOUNTINFO))
+    classified = classify_disks(domain_disks(ET.fromstring(DOMAIN_XML)), pool_type_of_path=pools.get,
+                                fs_type_of_path=lambda path: fs_type_from_mountinfo(path, MOUNTINFO))
     by_target = {d["target"]: d for d in classified}
     assert by_target["vda"]["shared"] is False and by_target["vda"]["how"] == "storage pool of type dir"
     assert by_target["vdb"]["shared"] is True and by_target["vdb"]["how"] == "on a nfs4 file system"
     assert by_target["vdc"]["shared"] is True
     assert by_target["sda"]["copy"] is False
     assert by_target["vdd"]["shared"] is False
-    assert M.decide_copy_storage("auto", classified, "m-disk1") == (True, ["vda", "vdd"])
-    assert M.decide_copy_storage("never", classified, "m-disk1") == (False, None)
-    assert M.decide_copy_storage("always", classified, "m-disk1") == (True, None)
+    assert decide_copy_storage("auto", classified, "m-disk1") == (True, ["vda", "vdd"])
+    assert decide_copy_storage("never", classified, "m-disk1") == (False, None)
+    assert decide_copy_storage("always", classified, "m-disk1") == (True, None)
 
 
 def test_all_shared_storage_is_not_copied():
-    classified = M.classify_disks(M.domain_disks(ET.fromstring(DOMAIN_XML))[1:3],
-                                  fs_type_of_path=lambda path: M.fs_type_from_mountinfo(path, MOUNTINFO))
-    assert M.decide_copy_storage("auto", classified, "vm") == (False, None)
+    classified = classify_disks(domain_disks(ET.fromstring(DOMAIN_XML))[1:3],
+                                fs_type_of_path=lambda path: fs_type_from_mountinfo(path, MOUNTINFO))
+    assert decide_copy_storage("auto", classified, "vm") == (False, None)
 
 
 def test_storage_that_cannot_be_told_is_an_error_in_auto_mode():
-    classified = M.classify_disks(M.domain_disks(ET.fromstring(DOMAIN_XML))[:1])
+    classified = classify_disks(domain_disks(ET.fromstring(DOMAIN_XML))[:1])
     with pytest.raises(HvmaintError) as refused:
-        M.decide_copy_storage("auto", classified, "m-disk1")
+        decide_copy_storage("auto", classified, "m-disk1")
     assert "cannot tell whether disk vda" in str(refused.value) and "copy_storage" in str(refused.value)
 
 
 def test_mountinfo_picks_the_longest_mount_point():
-    assert M.fs_type_from_mountinfo("/var/lib/libvirt/images/a.qcow2", MOUNTINFO) == "xfs"
-    assert M.fs_type_from_mountinfo("/var/lib/other", MOUNTINFO) == "ext4"
-    assert M.fs_type_from_mountinfo("/mnt/nfsx/a", MOUNTINFO) == "ext4"
+    assert fs_type_from_mountinfo("/var/lib/libvirt/images/a.qcow2", MOUNTINFO) == "xfs"
+    assert fs_type_from_mountinfo("/var/lib/other", MOUNTINFO) == "ext4"
+    assert fs_type_from_mountinfo("/mnt/nfsx/a", MOUNTINFO) == "ext4"
 
 
 # ---- progress --------------------------------------------------------------------------------------------------
 
 def test_progress_from_recorded_statistics():
-    first = M.progress_from_stats(RUNNING_1S)
+    first = progress_from_stats(RUNNING_1S)
     assert first["percent"] == 1.9 and first["iteration"] == 1
     assert first["rate_bps"] == 8413380  # QEMU's own figure when there is no previous sample
-    later = M.progress_from_stats(RUNNING_9S, previous=RUNNING_1S["data_processed"], interval_s=8.0)
+    later = progress_from_stats(RUNNING_9S, previous=RUNNING_1S["data_processed"], interval_s=8.0)
     assert later["percent"] == 35.7
     assert later["rate_bps"] == int((71505516 - 4204730) / 8.0)
-    last = M.progress_from_stats(RUNNING_16S)
+    last = progress_from_stats(RUNNING_16S)
     assert last["dirty_rate_bps"] == 2088 * 4096 and last["throttle_percent"] == 20 and last["iteration"] == 5
 
 
 def test_progress_line_format():
-    vm = dict(M.progress_from_stats(RUNNING_9S), name="work1", status="running", downtime_limit_ms=300)
-    assert M.format_progress_line("hv1", "hv2", vm) == (
+    vm = dict(progress_from_stats(RUNNING_9S), name="work1", status="running", downtime_limit_ms=300)
+    assert format_progress_line("hv1", "hv2", vm) == (
         "[hv1\u2192hv2] work1: 36% 164.8/256.4 MiB remaining 8 MiB/s iteration 1 max downtime 300 ms")
     done = {"name": "work1", "status": "migrated", "elapsed_s": 2.41, "downtime_ms": 48}
-    assert M.format_progress_line("hv1", "hv2", done) == "[hv1\u2192hv2] work1: migrated in 2.4 s, downtime 48 ms"
-    assert M.format_progress_line("hv1", "hv2", {"name": "w", "status": "queued"}) == "[hv1\u2192hv2] w: queued"
+    assert format_progress_line("hv1", "hv2", done) == "[hv1\u2192hv2] work1: migrated in 2.4 s, downtime 48 ms"
+    assert format_progress_line("hv1", "hv2", {"name": "w", "status": "queued"}) == "[hv1\u2192hv2] w: queued"
     starting = {"name": "w", "status": "running", "elapsed_s": 1.2, "total_bytes": 0}
-    assert M.format_progress_line("hv1", "hv2", starting) == "[hv1\u2192hv2] w: starting (1 s)"
+    assert format_progress_line("hv1", "hv2", starting) == "[hv1\u2192hv2] w: starting (1 s)"
 
 
 # ---- escalation ------------------------------------------------------------------------------------------------
 
 def escalator(timeout_s=None, **kw):
-    return M.Escalator(M.validate_policy(options(**kw)), timeout_s)
+    return Escalator(validate_policy(options(**kw)), timeout_s)
 
 
 def at_iteration(iteration, processed, **extra):
@@ -323,49 +355,49 @@ def test_a_job_not_yet_started_is_ignored():
 # ---- results ---------------------------------------------------------------------------------------------------
 
 def test_completed_figures_from_recorded_destination_statistics():
-    figures = M.completed_figures(COMPLETED_IDLE)
+    figures = completed_figures(COMPLETED_IDLE)
     assert figures == {"downtime_ms": 18, "data_transferred_bytes": 652053, "memory_iterations": 2,
                        "dirty_rate_pages_s": 0, "dirty_rate_mib_s": 0.0, "libvirt_time_ms": 4297}
-    assert M.completed_figures({})["downtime_ms"] is None
+    assert completed_figures({})["downtime_ms"] is None
 
 
 def test_summary_changed_only_when_something_moved():
     def entry(outcome):
-        return dict(M.base_result("vm", "u", "hv1", "hv2"), outcome=outcome)
+        return dict(base_result("vm", "u", "hv1", "hv2"), outcome=outcome)
 
-    assert M.summarize([entry("migrated"), entry("already_there")])[:2] == (True, False)
-    assert M.summarize([entry("already_there")])[:2] == (False, False)
-    assert M.summarize([entry("migrated"), entry("failed"), entry("skipped")]) == (
+    assert summarize([entry("migrated"), entry("already_there")])[:2] == (True, False)
+    assert summarize([entry("already_there")])[:2] == (False, False)
+    assert summarize([entry("migrated"), entry("failed"), entry("skipped")]) == (
         True, True, "1 failed, 1 migrated, 1 skipped")
-    assert M.summarize([entry("aborted")])[:2] == (False, True)
+    assert summarize([entry("aborted")])[:2] == (False, True)
 
 
 def test_diff_shows_host_before_and_after():
-    moved = dict(M.base_result("a", "u1", "hv1", "hv2"), outcome="migrated")
-    there = dict(M.base_result("b", "u2", "hv1", "hv2"), outcome="already_there")
-    failed = dict(M.base_result("c", "u3", "hv1", "hv2"), outcome="failed")
-    assert M.diff_for([moved, there, failed]) == {
+    moved = dict(base_result("a", "u1", "hv1", "hv2"), outcome="migrated")
+    there = dict(base_result("b", "u2", "hv1", "hv2"), outcome="already_there")
+    failed = dict(base_result("c", "u3", "hv1", "hv2"), outcome="failed")
+    assert diff_for([moved, there, failed]) == {
         "before": {"a": {"host": "hv1"}, "b": {"host": "hv2"}, "c": {"host": "hv1"}},
         "after": {"a": {"host": "hv2"}, "b": {"host": "hv2"}, "c": {"host": "hv1"}}}
 
 
 def test_vm_names():
-    assert M.vm_names({"name": "a"}) == ["a"]
-    assert M.vm_names({"names": ["a", "b"]}) == ["a", "b"]
+    assert vm_names({"name": "a"}) == ["a"]
+    assert vm_names({"names": ["a", "b"]}) == ["a", "b"]
     for bad in ({}, {"names": []}, {"names": ["a", " "]}):
         with pytest.raises(HvmaintError):
-            M.vm_names(bad)
+            vm_names(bad)
 
 
 def test_memory_units():
-    assert M._memory_bytes(ET.fromstring(DOMAIN_XML)) == 96 * M.MIB
-    assert M._memory_bytes(ET.fromstring("<domain><memory unit='GiB'>2</memory></domain>")) == 2 * M.GIB
-    assert M._memory_bytes(ET.fromstring("<domain><memory>1024</memory></domain>")) == M.MIB
+    assert _memory_bytes(ET.fromstring(DOMAIN_XML)) == 96 * MIB
+    assert _memory_bytes(ET.fromstring("<domain><memory unit='GiB'>2</memory></domain>")) == 2 * GIB
+    assert _memory_bytes(ET.fromstring("<domain><memory>1024</memory></domain>")) == MIB
 
 
 def test_progress_file_is_written_atomically(tmp_path):
     path = tmp_path / "async" / "progress.json"
-    M.write_progress_file(str(path), {"finished": False, "vms": []})
-    M.write_progress_file(str(path), {"finished": True, "vms": []})
+    write_progress_file(str(path), {"finished": False, "vms": []})
+    write_progress_file(str(path), {"finished": True, "vms": []})
     assert path.read_text() == '{"finished": true, "vms": []}'
     assert not (tmp_path / "async" / "progress.json.tmp").exists()

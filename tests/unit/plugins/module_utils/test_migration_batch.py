@@ -13,10 +13,16 @@ import time
 
 import pytest
 
-from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration as M
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import batch as scheduler
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.batch import Batch
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.engine import Job, Migrator, bounded_call
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import POLICY_OPTIONS, validate_policy
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.preflight import Plan
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.progress import format_progress_line
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import FAILED, MIGRATED, base_result
 
 
-class TimedMigrator(M.Migrator):
+class TimedMigrator(Migrator):
     """A Migrator whose migrations only sleep; it logs when each started and finished."""
 
     def __init__(self, destination, policy, log, durations, failing=()):
@@ -27,14 +33,14 @@ class TimedMigrator(M.Migrator):
         self.failing = set(failing)
 
     def _start(self, plan, wake):
-        job = M.Job(plan, self.policy, 0, {}, migrator=self)
-        job.result = M.base_result(plan.name, plan.uuid, self.source, self.destination)
+        job = Job(plan, self.policy, 0, {}, migrator=self)
+        job.result = base_result(plan.name, plan.uuid, self.source, self.destination)
         job.started = time.monotonic()
 
         def work():
             self.log.append(("start", plan.name, self.destination, time.monotonic()))
             time.sleep(self.durations.get(plan.name, 0.05))
-            outcome = M.FAILED if plan.name in self.failing else M.MIGRATED
+            outcome = FAILED if plan.name in self.failing else MIGRATED
             job.result.update(outcome=outcome, elapsed_s=round(time.monotonic() - job.started, 3))
             self.log.append(("end", plan.name, self.destination, time.monotonic()))
             job.done.set()
@@ -52,7 +58,7 @@ class TimedMigrator(M.Migrator):
 
 
 def planned(name):
-    plan = M.Plan(name)
+    plan = Plan(name)
     plan.uuid, plan.action = "uuid-%s" % name, "move"
     return plan
 
@@ -70,16 +76,16 @@ def concurrency(log, key=lambda event: True):
 
 @pytest.fixture(autouse=True)
 def fast_polling(monkeypatch):
-    monkeypatch.setattr(M, "POLL_INTERVAL_S", 0.01)
+    monkeypatch.setattr(scheduler, "POLL_INTERVAL_S", 0.01)
 
 
 def run_batch(moves, durations=None, failing=(), **options):
-    policy = M.validate_policy({key: options.get(key) for key in M.POLICY_OPTIONS})
+    policy = validate_policy({key: options.get(key) for key in POLICY_OPTIONS})
     log, migrators = [], {}
     for _name, destination in moves:
         if destination not in migrators:
             migrators[destination] = TimedMigrator(destination, policy, log, durations or {}, failing)
-    batch = M.Batch(policy, migrators=list(migrators.values()))
+    batch = Batch(policy, migrators=list(migrators.values()))
     results = batch.run([(migrators[destination], planned(name)) for name, destination in moves])
     return results, log
 
@@ -120,11 +126,11 @@ def test_a_failure_stops_the_moves_not_yet_started_on_every_destination():
 
 
 def test_an_abort_reaches_every_destination_and_starts_nothing_more():
-    policy = M.validate_policy({key: None for key in M.POLICY_OPTIONS} | {"max_parallel": 2})
+    policy = validate_policy({key: None for key in POLICY_OPTIONS} | {"max_parallel": 2})
     log = []
     hv2 = TimedMigrator("hv2", policy, log, {"a": 0.3})
     hv3 = TimedMigrator("hv3", policy, log, {"b": 0.3})
-    batch = M.Batch(policy, migrators=[hv2, hv3])
+    batch = Batch(policy, migrators=[hv2, hv3])
     threading.Timer(0.1, batch.request_abort, args=("signal SIGTERM received",)).start()
     results = batch.run([(hv2, planned("a")), (hv3, planned("b")), (hv2, planned("c"))])
     assert hv2._abort_requested == hv3._abort_requested == "signal SIGTERM received"
@@ -133,23 +139,23 @@ def test_an_abort_reaches_every_destination_and_starts_nothing_more():
 
 
 def test_progress_names_each_vms_own_destination():
-    policy = M.validate_policy({key: None for key in M.POLICY_OPTIONS})
+    policy = validate_policy({key: None for key in POLICY_OPTIONS})
     snapshots = []
     hv2 = TimedMigrator("hv2", policy, [], {})
     hv3 = TimedMigrator("hv3", policy, [], {})
-    M.Batch(policy, progress=snapshots.append, migrators=[hv2, hv3]).run([(hv2, planned("a")),
-                                                                          (hv3, planned("b"))])
+    Batch(policy, progress=snapshots.append, migrators=[hv2, hv3]).run([(hv2, planned("a")),
+                                                                        (hv3, planned("b"))])
     last = snapshots[-1]
     assert last["finished"] and last["destination"] is None and last["destinations"] == ["hv2", "hv3"]
     assert {vm["name"]: vm["destination"] for vm in last["vms"]} == {"a": "hv2", "b": "hv3"}
-    line = M.format_progress_line(last["source"], last["destination"], last["vms"][1])
+    line = format_progress_line(last["source"], last["destination"], last["vms"][1])
     assert line.startswith("[hv1\u2192hv3] b: migrated")
 
 
 def test_a_slot_is_filled_as_soon_as_its_migration_finishes(monkeypatch):
     # a ends first and c takes its slot; when b ends a moment later, d must start then, not when the long c ends
     # or the next poll comes (3 s here, so a late start shows as a gap of seconds).
-    monkeypatch.setattr(M, "POLL_INTERVAL_S", 3.0)
+    monkeypatch.setattr(scheduler, "POLL_INTERVAL_S", 3.0)
     _results, log = run_batch([("a", "hv2"), ("b", "hv3"), ("c", "hv2"), ("d", "hv3")],
                               durations={"a": 0.2, "b": 0.4, "c": 2.0, "d": 0.05}, max_parallel=2)
     at = {(kind, name): when for kind, name, _dest, when in log}
@@ -160,12 +166,12 @@ def test_a_slot_is_filled_as_soon_as_its_migration_finishes(monkeypatch):
 def test_a_libvirt_call_that_does_not_return_is_given_up_on_and_reported():
     release = threading.Event()
     started = time.monotonic()
-    problem = M.bounded_call(0.2, release.wait, 5)
+    problem = bounded_call(0.2, release.wait, 5)
     assert problem == "no answer from libvirt within 0.2 s" and time.monotonic() - started < 1.0
     release.set()
-    assert M.bounded_call(1.0, lambda: None) is None
+    assert bounded_call(1.0, lambda: None) is None
 
     def refuse():
         raise RuntimeError("operation failed: job is not active")
 
-    assert M.bounded_call(1.0, refuse) == "operation failed: job is not active"
+    assert bounded_call(1.0, refuse) == "operation failed: job is not active"

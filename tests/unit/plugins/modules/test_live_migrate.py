@@ -9,8 +9,17 @@ import pytest
 import yaml
 
 from ansible_collections.hvmaint.libvirt.plugins.action import live_migrate as action
-from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration as M
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import (
+    DEFAULT_COMPLETION_TIMEOUT_MIN_S,
+    DEFAULT_COMPLETION_TIMEOUT_S_PER_GIB,
+    DEFAULT_ITERATIONS_PER_STEP,
+    DEFAULT_MAX_DOWNTIME_MS,
+    DEFAULT_MAX_PARALLEL,
+    DEFAULT_PROGRESS_TIMEOUT_S,
+)
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.progress import MIB
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.run import execute
 from ansible_collections.hvmaint.libvirt.plugins.modules import live_migrate
 
 DOC = yaml.safe_load(live_migrate.DOCUMENTATION)
@@ -32,12 +41,12 @@ def test_documented_options_match_the_argument_spec():
 
 def test_documented_defaults_are_the_engines_defaults():
     spec = live_migrate.argument_spec()
-    assert spec["max_downtime_ms"]["default"] == M.DEFAULT_MAX_DOWNTIME_MS
-    assert spec["max_parallel"]["default"] == M.DEFAULT_MAX_PARALLEL
-    assert spec["completion_timeout_s_per_gib"]["default"] == M.DEFAULT_COMPLETION_TIMEOUT_S_PER_GIB
-    assert spec["completion_timeout_min_s"]["default"] == M.DEFAULT_COMPLETION_TIMEOUT_MIN_S
-    assert spec["progress_timeout_s"]["default"] == M.DEFAULT_PROGRESS_TIMEOUT_S
-    assert spec["escalation"]["options"]["iterations_per_step"]["default"] == M.DEFAULT_ITERATIONS_PER_STEP
+    assert spec["max_downtime_ms"]["default"] == DEFAULT_MAX_DOWNTIME_MS
+    assert spec["max_parallel"]["default"] == DEFAULT_MAX_PARALLEL
+    assert spec["completion_timeout_s_per_gib"]["default"] == DEFAULT_COMPLETION_TIMEOUT_S_PER_GIB
+    assert spec["completion_timeout_min_s"]["default"] == DEFAULT_COMPLETION_TIMEOUT_MIN_S
+    assert spec["progress_timeout_s"]["default"] == DEFAULT_PROGRESS_TIMEOUT_S
+    assert spec["escalation"]["options"]["iterations_per_step"]["default"] == DEFAULT_ITERATIONS_PER_STEP
 
 
 def test_documentation_is_complete():
@@ -79,15 +88,15 @@ def params(**kw):
 def test_bad_input_fails_before_any_connection(bad, fragment):
     # No libvirt host is reachable from a unit test: these must fail on the options alone.
     with pytest.raises(HvmaintError) as refused:
-        M.execute(params(**bad))
+        execute(params(**bad))
     assert fragment in str(refused.value)
 
 
 def test_failed_preflight_still_tells_the_action_plugin_it_is_over(tmp_path):
     progress = tmp_path / "progress.json"
     with pytest.raises(HvmaintError):
-        M.execute(params(name="vm1", destination="hv2", uri="qemu+tcp://127.0.0.1:1/system",
-                         progress_file=str(progress)))
+        execute(params(name="vm1", destination="hv2", uri="qemu+tcp://127.0.0.1:1/system",
+                       progress_file=str(progress)))
     assert json.loads(progress.read_text())["finished"] is True
 
 
@@ -101,7 +110,7 @@ def test_action_plugin_poll_schedule_is_quick_then_steady():
 
 
 def test_action_plugin_formats_lines_with_the_engine():
-    vm = {"name": "work1", "status": "running", "percent": 63.0, "remaining_bytes": int(40.1 * M.MIB),
-          "total_bytes": 96 * M.MIB, "rate_bps": 35 * M.MIB, "iteration": 3}
+    vm = {"name": "work1", "status": "running", "percent": 63.0, "remaining_bytes": int(40.1 * MIB),
+          "total_bytes": 96 * MIB, "rate_bps": 35 * MIB, "iteration": 3}
     assert action._format("hv1", "hv2", vm) == (
         "[hv1\u2192hv2] work1: 63% 40.1/96.0 MiB remaining 35 MiB/s iteration 3")

@@ -1,0 +1,309 @@
+# -*- coding: utf-8 -*-
+# Private to hvmaint.libvirt: not a public API, may change without notice.
+"""The live-migration engine behind hvmaint.libvirt.live_migrate: starting and steering migrations.
+
+One connection to the source and one to the destination serve a whole list of VMs. Each migration is libvirt's
+peer-to-peer migration (the source libvirtd drives it and opens its own connection to the destination), run in a
+worker thread because virDomainMigrateToURI3 blocks until the VM has moved; libvirt-python releases the GIL while
+it waits. The calling thread is the monitor: about once a second it reads each running job's statistics to show
+progress, to take the escalation steps of the policy and to enforce its timeouts.
+
+The split between pure functions (option validation, policy and timeout computation, escalation, result building:
+unit-tested with recorded libvirt data) and the Migrator class (libvirt calls: proven on the lab) is deliberate.
+
+The Migrator's pre-flight (preflight.py), verification and repair (verification.py) and history recording
+(history.py) are mixed into it from their own files; Batch (batch.py) schedules the starts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import (
+    HvmaintError,
+    close_quietly,
+    libvirt,
+    open_connection,
+)
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.batch import Batch
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.history import HistoryRecording
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.lookups import _host_uuid
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import (
+    CONTROL_CALL_TIMEOUT_S,
+    POLL_INTERVAL_S,
+    Escalator,
+    completion_timeout_s,
+    migration_flags,
+    migration_params,
+    offline_flags,
+    parse_libvirt_uri,
+)
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.preflight import Preflight
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.progress import progress_from_stats
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import FAILED, base_result
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.verification import Verification
+
+
+class Job:
+    """A running migration."""
+
+    def __init__(self, plan, policy, flags, params, migrator=None):
+        self.plan = plan
+        self.migrator = migrator
+        self.flags = flags
+        self.params = params
+        self.timeout_s = completion_timeout_s(policy, plan.memory_bytes, plan.disk_bytes if plan.copy_storage else 0)
+        self.escalator = Escalator(policy, self.timeout_s)
+        self.done = threading.Event()
+        self.thread = None
+        self.watcher = None
+        self.watch_dom = None     # the domain on the watcher's own connection to the source
+        self.started = None
+        self.started_wall = None
+        self.api_returned = None
+        self.abort_reason = None
+        self.abort_text = None
+        self.result = None
+        self.last_stats = None
+        self.last_poll = None
+        self.progress = {}
+        self.timings = {}
+
+
+class Migrator(Preflight, Verification, HistoryRecording):
+    """Moves VMs from the source libvirt to one destination. Use as a context manager (closes its connections).
+
+    Several Migrators of one source (one per destination) can share the source connection (`source_conn`) and run
+    their moves together under one Batch."""
+
+    def __init__(self, source_uri, destination_uri, policy, destination=None, destination_connect_uri=None,
+                 verify=True, record_history=True, home=None, progress=None, log=None, source_conn=None):
+        self.source_uri = source_uri
+        self.destination_uri = destination_uri
+        self.destination_connect_uri = destination_connect_uri or destination_uri
+        self.destination = destination
+        self.policy = policy
+        self.verify = verify
+        self.record_history = record_history
+        self.home = home
+        self.progress = progress          # callable(snapshot dict), called about once a second
+        self.log = log or (lambda _msg: None)
+        self.sconn = source_conn
+        self._owns_source = source_conn is None
+        self.dconn = None
+        self.source = source_conn.getHostname() if source_conn is not None else None
+        self._abort_requested = None
+
+    # -- connections --------------------------------------------------------------------------------------------
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._owns_source:
+            close_quietly(self.sconn)
+        close_quietly(self.dconn)
+        self.sconn = self.dconn = None
+        return False
+
+    def connect_source(self):
+        if self.sconn is None:
+            self.sconn = open_connection(self.source_uri)
+            self.source = self.sconn.getHostname()
+        return self.sconn
+
+    def connect(self):
+        """Open both connections and refuse a destination that is the source itself."""
+        parse_libvirt_uri(self.source_uri, "uri")
+        _transport, dest_host = parse_libvirt_uri(self.destination_uri, "destination_uri")
+        if not dest_host:
+            raise HvmaintError("destination_uri %r names no host: the source's libvirtd must reach the destination"
+                               " over the network" % self.destination_uri)
+        if self.destination_connect_uri != self.destination_uri:
+            parse_libvirt_uri(self.destination_connect_uri, "destination_connect_uri")
+        self.connect_source()
+        try:
+            self.dconn = open_connection(self.destination_connect_uri)
+        except HvmaintError as exc:
+            raise HvmaintError("destination %s is unreachable, nothing was moved: %s"
+                               % (self.destination or dest_host, exc)) from exc
+        dest_hostname = self.dconn.getHostname()
+        if self.destination is None:
+            self.destination = dest_hostname
+        try:
+            same_uuid = _host_uuid(self.sconn) == _host_uuid(self.dconn)
+        except libvirt.libvirtError:
+            same_uuid = False
+        if same_uuid or dest_hostname == self.source:
+            raise HvmaintError("destination %s (%s) is the source host %s itself: nothing to migrate"
+                               % (self.destination, self.destination_connect_uri, self.source))
+
+    def _reconnect_destination(self):
+        """After a failure the destination connection may be dead (its libvirtd restarted): try once more."""
+        close_quietly(self.dconn)
+        self.dconn = None
+        try:
+            self.dconn = open_connection(self.destination_connect_uri)
+        except HvmaintError:
+            self.dconn = None
+        return self.dconn
+
+    # -- running ------------------------------------------------------------------------------------------------
+    def request_abort(self, why="abort requested"):
+        """Ask the run to abort its migrations (safe to call from a signal handler)."""
+        self._abort_requested = why
+
+    def run(self, plans):
+        """Migrate the planned VMs; return one result per plan, in the plan's order."""
+        return Batch(self.policy, progress=self.progress, migrators=[self]).run([(self, plan) for plan in plans])
+
+    def _start(self, plan, wake):
+        if plan.offline:
+            flags, params = offline_flags(), {}
+        else:
+            flags = migration_flags(self.policy, plan.copy_storage)
+            params = migration_params(self.policy, plan.migrate_disks)
+        job = Job(plan, self.policy, flags, params, migrator=self)
+        job.result = base_result(plan.name, plan.uuid, self.source, self.destination)
+        job.result["copy_storage"] = plan.copy_storage
+        job.result["mode"] = "offline" if plan.offline else "live"
+        job.result["policy_steps"] = [{"at_s": 0.0, "iteration": 0, "action": "note", "detail": note}
+                                      for note in plan.notes]
+        job.started = time.monotonic()
+        job.started_wall = time.time()
+        job.thread = threading.Thread(target=self._migrate, args=(job, wake), name="migrate-%s" % plan.name)
+        job.thread.daemon = True
+        job.thread.start()
+        if not plan.offline:
+            job.watcher = threading.Thread(target=self._watch, args=(job,), name="watch-%s" % plan.name)
+            job.watcher.daemon = True
+            job.watcher.start()
+        return job
+
+    def _watch(self, job):
+        """Poll the job about once a second until it ends (progress, escalation, timeouts). Each job has its own
+        watcher because a statistics query can block for seconds while libvirt tears a source QEMU down: in a
+        shared loop that would hold back the other jobs and the start of the next migration.
+
+        The watcher talks to the source over its own connection, as `virsh domjobinfo` would from another
+        terminal, so that none of its calls waits behind the long migrateToURI3 call on the shared one."""
+        conn = None
+        try:
+            conn = open_connection(self.source_uri)
+            job.watch_dom = conn.lookupByUUIDString(job.plan.uuid)
+        except (HvmaintError, libvirt.libvirtError):
+            job.watch_dom = None  # the shared connection serves
+        try:
+            while not job.done.wait(POLL_INTERVAL_S):
+                try:
+                    self._monitor(job)
+                except Exception as exc:  # noqa: BLE001 - a watcher must not die silently; the migration goes on
+                    job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1),
+                                                "iteration": None, "action": "error",
+                                                "detail": "monitoring failed: %s" % exc})
+        finally:
+            job.watch_dom = None
+            close_quietly(conn)
+
+    def _migrate(self, job, wake):
+        plan = job.plan
+        try:
+            try:
+                # QEMU keeps the limit until changed; set it for every migration so an earlier run's escalated
+                # value does not carry over.
+                if not plan.offline:
+                    plan.dom.migrateSetMaxDowntime(self.policy.max_downtime_ms, 0)
+                    job.progress["downtime_limit_ms"] = self.policy.max_downtime_ms
+                api_start = time.monotonic()
+                job.timings["before_api_s"] = api_start - job.started
+                plan.dom.migrateToURI3(self.destination_uri, job.params, job.flags)
+                job.api_returned = time.monotonic()
+                job.timings["api_s"] = job.api_returned - api_start
+                self._after_success(job)
+            except libvirt.libvirtError as exc:
+                job.api_returned = job.api_returned or time.monotonic()
+                self._after_failure(job, exc)
+        except Exception as exc:  # noqa: BLE001 - a worker thread must always report, never die silently
+            job.result.update(outcome=FAILED, error="internal error: %s: %s" % (type(exc).__name__, exc))
+        finally:
+            job.result["elapsed_s"] = round(time.monotonic() - job.started, 3)
+            job.result["started_at"] = round(job.started_wall, 3)
+            job.result["finished_at"] = round(time.time(), 3)
+            job.result["timings_s"] = {k: round(v, 4) for k, v in job.timings.items()}
+            job.result["policy_steps"].extend(job.escalator.steps)
+            job.done.set()
+            wake.set()
+
+    # -- monitoring ---------------------------------------------------------------------------------------------
+    def _monitor(self, job):
+        if job.plan.offline:
+            return  # no memory to copy, nothing to steer: libvirt only moves the definition
+        now = time.monotonic()
+        last = job.last_stats or {}
+        if last.get("data_processed") and last.get("data_remaining") == 0 and not job.escalator.postcopy:
+            # All data sent: only the switch-over and libvirt's clean-up remain, nothing to steer. A query now can
+            # block for seconds while libvirt stops QEMU on the source.
+            return
+        try:
+            stats = (job.watch_dom or job.plan.dom).jobStats(0)
+        except libvirt.libvirtError:
+            return  # the job just ended, or the domain is being torn down on the source
+        elapsed = now - job.started
+        previous = job.last_stats
+        interval = (now - job.last_poll) if job.last_poll else None
+        prev_processed = None
+        if previous:
+            prev_processed = previous.get("data_processed")
+        job.progress.update(progress_from_stats(stats, prev_processed, interval))
+        if job.escalator.postcopy:
+            job.progress["phase"] = "postcopy"
+        elif stats.get("disk_processed") and not stats.get("memory_processed"):
+            job.progress["phase"] = "disk"
+        else:
+            job.progress["phase"] = "memory" if stats.get("memory_processed") else "starting"
+        job.last_stats, job.last_poll = stats, now
+        if job.abort_reason or job.done.is_set():
+            return
+        dom = job.watch_dom or job.plan.dom
+        for action, value in job.escalator.observe(stats, elapsed):
+            if action == "abort":
+                self._abort(job, job.escalator.fired, value)
+                continue
+            if action == "downtime":
+                problem = bounded_call(CONTROL_CALL_TIMEOUT_S, dom.migrateSetMaxDowntime, value, 0)
+            else:
+                problem = bounded_call(CONTROL_CALL_TIMEOUT_S, dom.migrateStartPostCopy, 0)
+            if problem:
+                job.escalator.steps.append({"at_s": round(elapsed, 1), "iteration": None, "action": "error",
+                                            "detail": "%s failed: %s" % (action, problem)})
+            elif action == "downtime":
+                job.progress["downtime_limit_ms"] = value
+
+    def _abort(self, job, reason, why):
+        job.abort_reason, job.abort_text = reason, why
+        dom = job.watch_dom or job.plan.dom
+        problem = bounded_call(CONTROL_CALL_TIMEOUT_S, dom.abortJob)
+        if problem:
+            # In post-copy, or the job just ended: nothing to cancel.
+            job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
+                                        "action": "error", "detail": "abort (%s) failed: %s" % (why, problem)})
+
+
+def bounded_call(timeout_s, call, *args):
+    """Run call(*args), a libvirt call, in a helper thread and wait at most timeout_s: None when it returned,
+    else what went wrong (its error, or that it did not return in time; the helper is left to finish alone)."""
+    box = {}
+
+    def run():
+        try:
+            call(*args)
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller as text
+            box["error"] = str(exc).strip() or type(exc).__name__
+
+    helper = threading.Thread(target=run, name="libvirt-call")
+    helper.daemon = True
+    helper.start()
+    helper.join(timeout_s)
+    if helper.is_alive():
+        return "no answer from libvirt within %g s" % timeout_s
+    return box.get("error")

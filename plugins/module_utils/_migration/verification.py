@@ -1,0 +1,172 @@
+# -*- coding: utf-8 -*-
+# Private to hvmaint.libvirt: not a public API, may change without notice.
+"""After migrateToURI3 returns or fails: where the VM really is, verification, repair of the rule "defined on
+exactly one host, running on at most one", and the result's figures.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import explain, libvirt
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.lookups import (
+    _completed_stats,
+    _lookup,
+    _presence,
+    _where_text,
+)
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import (
+    ABORTED,
+    FAILED,
+    MIGRATED,
+    completed_figures,
+)
+
+
+class Verification:
+    """The after-the-call half of a Migrator (mixed into it): needs its connections, source, destination,
+    verify and record_history, and HistoryRecording._record."""
+
+    def _after_success(self, job):
+        plan = job.plan
+        t0 = time.monotonic()
+        dest_dom = self.dconn.lookupByUUIDString(plan.uuid)
+        stats = _completed_stats(dest_dom)
+        job.result.update(completed_figures(stats))
+        if plan.copy_storage:
+            self._disk_figures(job, dest_dom)
+        job.result["outcome"] = MIGRATED
+        if self.verify:
+            problems = self._verify_moved(plan, dest_dom, job)
+            if problems:
+                job.result.update(outcome=FAILED, error="; ".join(problems))
+        job.timings["verify_s"] = time.monotonic() - t0
+        if self.record_history and job.result["outcome"] == MIGRATED:
+            t1 = time.monotonic()
+            self._record(dest_dom, plan, job, MIGRATED, home_if_unset=self.source)
+            job.timings["history_s"] = time.monotonic() - t1
+
+    def _disk_figures(self, job, dest_dom):
+        # The destination's completed statistics cover memory only: the disks were mirrored by the source (NBD).
+        # Take what the source reported while polling, or else what the copy allocated on the destination.
+        disk = (job.last_stats or {}).get("disk_processed") or 0
+        if not disk:
+            for target in job.plan.migrate_disks or []:
+                try:
+                    disk += dest_dom.blockInfo(target)[1]
+                except libvirt.libvirtError:
+                    pass
+        job.result["disk_transferred_bytes"] = disk
+        if job.result.get("data_transferred_bytes") is not None:
+            job.result["data_transferred_bytes"] += disk
+
+    def _verify_moved(self, plan, dest_dom, job):
+        """Running and persistent on the destination; gone from the source (a left-over definition is removed)."""
+        problems = []
+        if plan.offline and dest_dom.isActive():
+            problems.append("%s runs on %s after an offline migration" % (plan.name, self.destination))
+        elif not plan.offline and not dest_dom.isActive():
+            problems.append("%s is not running on %s after the migration" % (plan.name, self.destination))
+        if not dest_dom.isPersistent():
+            problems.append("%s is not persistent on %s after the migration" % (plan.name, self.destination))
+        left = _lookup(self.sconn, uuid=plan.uuid)
+        if left is not None:
+            if left.isActive():
+                problems.append("%s still runs on %s after the migration" % (plan.name, self.source))
+            elif not problems:
+                left.undefine()
+                job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
+                                            "action": "repair", "detail": "removed the definition libvirt left on"
+                                            " %s" % self.source})
+        return problems
+
+    def _after_failure(self, job, exc):
+        plan = job.plan
+        code = exc.get_error_code()
+        reason = job.abort_reason
+        if reason is None and code == getattr(libvirt, "VIR_ERR_OPERATION_ABORTED", 78):
+            reason = "user"   # aborted from outside: state=aborted, virsh domjobabort, or a signal to the module
+        where = self._locate(plan)
+        job.result["where"] = where
+        src, dst = where["source"], where["destination"]
+        if plan.offline:
+            moved = dst.get("persistent") and not src.get("defined")
+        else:
+            moved = dst.get("running") and dst.get("persistent") and not src.get("running")
+        if moved:
+            # libvirt reported an error after the VM had moved (e.g. in the confirm phase): it did move.
+            job.result["outcome"] = MIGRATED
+            job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
+                                        "action": "note", "detail": "libvirt reported an error after the VM"
+                                        " moved: %s" % str(exc).strip()})
+            dest_dom = _lookup(self.dconn, uuid=plan.uuid)
+            stats = _completed_stats(dest_dom) if dest_dom is not None else {}
+            job.result.update(completed_figures(stats))
+            self._repair(plan, job, where)
+            if self.record_history and dest_dom is not None:
+                self._record(dest_dom, plan, job, MIGRATED, home_if_unset=self.source)
+            return
+        if reason == "user":
+            job.result["outcome"] = ABORTED
+            job.result["error"] = "aborted on request (%s); %s" % (self._abort_requested or "job cancelled",
+                                                                   _where_text(plan.name, self.source,
+                                                                               self.destination, where))
+        else:
+            job.result["outcome"] = FAILED
+            why = job.abort_text if job.abort_reason else str(explain(exc, "migration failed"))
+            job.result["error"] = "%s; %s" % (why, _where_text(plan.name, self.source, self.destination, where))
+            if job.abort_reason:
+                job.result["timed_out"] = job.abort_reason
+        self._repair(plan, job, where)
+        if self.record_history and where["source"].get("defined"):
+            dom = _lookup(self.sconn, uuid=plan.uuid)
+            if dom is not None:
+                self._record(dom, plan, job, job.result["outcome"], home_if_unset=None)
+
+    def _locate(self, plan):
+        """Where the VM is now: defined / running / persistent on source and destination (None: unknown)."""
+        where = {"source": _presence(self.sconn, plan.uuid)}
+        dest = _presence(self.dconn, plan.uuid)
+        if dest.get("error") and self._reconnect_destination() is not None:
+            dest = _presence(self.dconn, plan.uuid)
+        where["destination"] = dest
+        return where
+
+    def _repair(self, plan, job, where):
+        """Restore the rule: defined on exactly one host, running on at most one."""
+        src, dst = where["source"], where["destination"]
+
+        def note(detail):
+            job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
+                                        "action": "repair", "detail": detail})
+        try:
+            if dst.get("running") and dst.get("persistent") and src.get("defined") and not src.get("running"):
+                _lookup(self.sconn, uuid=plan.uuid).undefine()
+                note("removed the stale definition on %s (the VM runs on %s)" % (self.source, self.destination))
+                src["defined"] = False
+            elif src.get("running") and not src.get("persistent") and not dst.get("running"):
+                self.sconn.defineXML(plan.inactive_xml)
+                note("defined %s again on %s, where it runs" % (plan.name, self.source))
+                src["defined"] = src["persistent"] = True
+            elif dst.get("running") and not dst.get("persistent") and not src.get("defined"):
+                self.dconn.defineXML(plan.inactive_xml)
+                note("defined %s on %s, where it runs" % (plan.name, self.destination))
+                dst["defined"] = dst["persistent"] = True
+            if (plan.offline and src.get("defined") and not src.get("running") and dst.get("defined")
+                    and not dst.get("running") and not plan.destination_defined):
+                # The offline move half-happened: keep the source's definition, which nothing has touched.
+                _lookup(self.dconn, uuid=plan.uuid).undefine()
+                note("removed the definition the failed offline migration left on %s" % self.destination)
+                dst["defined"] = False
+            if (src.get("running") and dst.get("defined") and not dst.get("running")
+                    and not plan.destination_defined):
+                _lookup(self.dconn, uuid=plan.uuid).undefine()
+                note("removed the definition the failed migration left on %s" % self.destination)
+                dst["defined"] = False
+            if not src.get("defined") and not dst.get("defined") and dst.get("error") is None:
+                self.sconn.defineXML(plan.inactive_xml)
+                note("%s was defined nowhere: defined it again on %s from its saved XML" % (
+                    plan.name, self.source))
+                src["defined"] = True
+        except (libvirt.libvirtError, AttributeError) as exc:
+            note("repair failed: %s" % exc)
