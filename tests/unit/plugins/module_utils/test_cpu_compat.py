@@ -818,6 +818,7 @@ def test_live_path_against_libvirts_test_driver():
     assert out["baseline"]["libvirt_message"].startswith("this function is not supported")
 
 
+@needs_libvirt
 def test_live_host_cpu_is_what_the_hypervisor_offers():
     """KVM on the lab's nested hosts withholds pni although the CPU has it: domain capabilities say so, and the
     offline verdict must follow them rather than the raw host CPU (recorded from the lab)."""

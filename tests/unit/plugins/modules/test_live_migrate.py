@@ -8,7 +8,6 @@ import json
 import pytest
 import yaml
 
-from ansible_collections.hvmaint.libvirt.plugins.action import live_migrate as action
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import (
     DEFAULT_COMPLETION_TIMEOUT_MIN_S,
@@ -18,7 +17,6 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy 
     DEFAULT_MAX_PARALLEL,
     DEFAULT_PROGRESS_TIMEOUT_S,
 )
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.progress import MIB
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.run import execute
 from ansible_collections.hvmaint.libvirt.plugins.modules import live_migrate
 
@@ -98,19 +96,3 @@ def test_failed_preflight_still_tells_the_action_plugin_it_is_over(tmp_path):
         execute(params(name="vm1", destination="hv2", uri="qemu+tcp://127.0.0.1:1/system",
                        progress_file=str(progress)))
     assert json.loads(progress.read_text())["finished"] is True
-
-
-def test_action_plugin_poll_schedule_is_quick_then_steady():
-    schedule = action._schedule()
-    first = [next(schedule) for _step in range(6)]
-    assert first[:3] == list(action.POLL_SCHEDULE_S)
-    assert first[3:] == [action.POLL_STEADY_S] * 3
-    # Progress lines at least every 10 s even with a status call (about 2 s) in between.
-    assert action.PRINT_EVERY_S + action.POLL_STEADY_S + 2 < 10
-
-
-def test_action_plugin_formats_lines_with_the_engine():
-    vm = {"name": "work1", "status": "running", "percent": 63.0, "remaining_bytes": int(40.1 * MIB),
-          "total_bytes": 96 * MIB, "rate_bps": 35 * MIB, "iteration": 3}
-    assert action._format("hv1", "hv2", vm) == (
-        "[hv1\u2192hv2] work1: 63% 40.1/96.0 MiB remaining 35 MiB/s iteration 3")
