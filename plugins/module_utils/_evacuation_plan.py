@@ -23,8 +23,10 @@ import heapq
 import re
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration_model import MigrationModel
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import (
     LOAD_STATES,
+    MIB,
     build_host_views,
     check_requirement,
     copy_warnings,
@@ -122,7 +124,8 @@ class _Options:
     def __init__(self, tiers=None, default_tier=None, tier_order=None, anti_affinity=None,
                  strict_anti_affinity=False, unplaceable_policy=None, shutoff_vms=None, host_overrides=None,
                  memory_overcommit=None, memory_reserve_mib=None, vcpu_overcommit=None, bandwidth_mib_s=None,
-                 max_parallel_per_source=None, max_wave_size=None, cpu_matrix=None, exclude_hosts=None):
+                 max_parallel_per_source=None, max_wave_size=None, cpu_matrix=None, exclude_hosts=None,
+                 history=None):
         self.capacity = normalize_capacity_options(memory_overcommit, memory_reserve_mib, vcpu_overcommit,
                                                    bandwidth_mib_s)
         self.bandwidth = self.capacity["bandwidth_mib_s"]
@@ -164,6 +167,10 @@ class _Options:
         if exclude_hosts is not None and not isinstance(exclude_hosts, list):
             raise HvmaintError("exclude_hosts must be a list of host names")
         self.exclude_hosts = list(exclude_hosts or [])
+        if history is not None and not isinstance(history, list):
+            raise HvmaintError("history must be a list of audit ledger entries")
+        # None: estimates are the lower bound (one pass at bandwidth); a list, even empty: the learned model.
+        self.history = history
 
     def _check_tier_names(self, option, mapping):
         unknown = sorted(set(mapping) - set(self.tier_rank))
@@ -263,6 +270,11 @@ class _Planner:
         self._atoms = {}
         self._heaps = {}
         self._all_destinations = frozenset()
+        self.model = None
+        if options.history is not None:
+            self.model = MigrationModel.from_history(
+                options.history, {vm.get("name"): vm.get("metadata") for view in self.views.values()
+                                  for vm in host_vms(view.facts) if vm.get("name")}, self.o.bandwidth)
 
     # ---- helpers
 
@@ -446,12 +458,22 @@ class _Planner:
         warnings = self._move_warnings(item, st.view) + list(extra_warnings)
         for w in warnings:
             self.warn(w["reason"])
-        return {
+        move = {
             "vm": item.name, "uuid": item.uuid, "source": item.source, "destination": st.name, "tier": item.tier,
             "mode": item.mode, "state": item.state, "reason": reason, "memory_mib": item.memory,
             "vcpus": item.vcpus, "estimated_seconds": estimate_seconds(item.vm, item.mode, self.o.bandwidth),
             "warnings": warnings,
         }
+        if self.model is not None and item.mode == "live":
+            seconds, move["prediction"] = self.model.predict(
+                item.name, item.source, st.name, item.memory * MIB,
+                sum(d.get("size_bytes") or 0 for d in local_disks(item.vm)))
+            move["estimated_seconds"] = round(seconds, 1)
+            history = self.model.vm_history(item.name)
+            if history and history["escalated"]:
+                move["last_escalation"] = {"downtime_limit_ms": history["downtime_limit_ms"],
+                                           "postcopy": history["postcopy"]}
+        return move
 
     def _static_reasons(self, item, reqs):
         """Why no host passes the static checks: one sentence per unmet requirement, in this VM's words."""
@@ -555,6 +577,8 @@ class _Planner:
         for tier, mode, moves in batches:
             if not moves:
                 continue
+            # Longest first: the long moves start while the short ones fill the other slots (LPT scheduling).
+            moves = sorted(moves, key=lambda m: -m["estimated_seconds"])
             chunks = [moves] if size is None else [moves[i:i + size] for i in range(0, len(moves), size)]
             for chunk in chunks:
                 number = len(waves) + 1
@@ -672,8 +696,10 @@ class _Planner:
             "ok": ok, "direction": "drain", "source": source, "waves": waves, "moves": moves,
             "unplaceable": unplaceable, "actions": actions, "cannot_return": [], "warnings": self.warnings,
             "excluded_destinations": self.excluded,
-            "predicted_seconds": sum(w["predicted_seconds"] for w in waves),
+            "predicted_seconds": round(sum(w["predicted_seconds"] for w in waves), 1),
         }
+        if self.model is not None:
+            result["prediction_model"] = self.model.describe()
         result["summary_lines"] = render_plan(result, self.o)
         return result
 
@@ -744,8 +770,10 @@ class _Planner:
             "ok": not blocked_home, "direction": "return", "return_to": home, "waves": waves, "moves": moves,
             "unplaceable": [], "actions": actions, "cannot_return": cannot_return, "warnings": self.warnings,
             "excluded_destinations": self.excluded,
-            "predicted_seconds": sum(w["predicted_seconds"] for w in waves),
+            "predicted_seconds": round(sum(w["predicted_seconds"] for w in waves), 1),
         }
+        if self.model is not None:
+            result["prediction_model"] = self.model.describe()
         result["summary_lines"] = render_plan(result, self.o)
         return result
 
@@ -822,6 +850,16 @@ def _duration(seconds):
     return "%d h %d min" % (hours, rest // 60)
 
 
+def _model_text(model, bandwidth):
+    if model is None:
+        return "%g MiB/s per move" % bandwidth
+    learned = sum(p["migrations"] for p in model["pairs"])
+    if not learned:
+        return "default model: %g s + memory at %g MiB/s per move, no history yet" % (
+            model["default"]["fixed_s"], model["default"]["rate_mib_s"])
+    return "learned from %d earlier migrations" % learned
+
+
 def render_plan(result, options=None):
     """Plain-text table of a plan for task output."""
     lines = []
@@ -834,13 +872,13 @@ def render_plan(result, options=None):
     else:
         lines.append("%s: %d moves in %d waves, predicted %s%s" % (
             head, len(result["moves"]), len(result["waves"]), _duration(result["predicted_seconds"]),
-            "" if options is None else " (%g MiB/s per move, %d at once per source)" % (
-                options.bandwidth, options.max_parallel)))
+            "" if options is None else " (%s, %d at once per source)" % (
+                _model_text(result.get("prediction_model"), options.bandwidth), options.max_parallel)))
     rows = []
     for wave in result["waves"]:
         for move in wave["moves"]:
             rows.append([wave["wave"], wave["tier"], move["vm"], fmt_mib(move["memory_mib"]).replace(" ", ""),
-                         move["source"], move["destination"], "%ds" % move["estimated_seconds"]
+                         move["source"], move["destination"], "%gs" % move["estimated_seconds"]
                          if move["mode"] == "live" else "offline", move["reason"]])
     if rows:
         lines.extend(table(["wave", "tier", "VM", "mem", "from", "to", "est", "why"], rows,

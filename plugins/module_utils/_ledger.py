@@ -86,6 +86,11 @@ def entries_from_migrations(migrations, tiers=None, operation=None, job=None, no
             "started_at": migration.get("started_at"),
             "error": migration.get("error"),
             "mode": migration.get("mode"),
+            # What the next drain's predictions learn from (plugins/module_utils/_migration_model.py).
+            "dirty_rate_mib_s": migration.get("dirty_rate_mib_s"),
+            "downtime_limit_ms": migration.get("downtime_limit_ms"),
+            "escalated": migration.get("escalated"),
+            "postcopy": migration.get("postcopy"),
         })
     return entries
 

@@ -103,11 +103,24 @@ options:
     description:
       - Split a tier's moves into waves of at most this many VMs. Default is one wave per tier.
     type: int
+  ledger:
+    description:
+      - Path of an audit ledger (M(hvmaint.libvirt.audit_ledger)) on the host that runs the module, to learn the
+        predicted times from. It learns per host pair a fixed cost per migration and a rate, and per VM the
+        bytes its migrations sent (its memory plus what it dirtied meanwhile) and whether it needed escalation.
+        The VMs'
+        own history, C(metadata.moves), counts for VMs the ledger does not know.
+      - With no history yet (or a ledger that does not exist), the default model applies, 2 s per migration plus
+        one pass over memory and copied disks at O(bandwidth_mib_s); RV(prediction_model) says which applied.
+      - Without this option, predicted times are the lower bound of the notes below.
+    type: path
+    version_added: 0.1.0
 notes:
   - Free memory of a host is O(memory_overcommit) times its declared memory, minus O(memory_reserve_mib), minus
     the memory of the VMs it runs and of the VMs the plan sends there.
-  - Predicted times are lower bounds, one pass over each VM's memory (and host-local disks to copy) at
-    O(bandwidth_mib_s), O(max_parallel_per_source) at once, waves one after the other.
+  - Without O(ledger), predicted times are lower bounds, one pass over each VM's memory (and host-local disks to
+    copy) at O(bandwidth_mib_s); with it, what earlier migrations took. Either way O(max_parallel_per_source) at
+    once, waves one after the other, and within a wave the longest predicted move first.
   - VMs in a state that cannot move (crashed, guest-suspended, shutting down) and VMs with passthrough devices are
     unplaceable and get their tier's O(unplaceable_policy).
 seealso:
@@ -184,7 +197,7 @@ waves:
       type: str
     predicted_seconds:
       description: Predicted duration of the wave.
-      type: int
+      type: float
     moves:
       description: The moves, as in RV(moves).
       type: list
@@ -228,7 +241,18 @@ moves:
       type: int
     estimated_seconds:
       description: Predicted duration of the move (0 for an offline move).
-      type: int
+      type: float
+    prediction:
+      description: With O(ledger), what the predicted duration rests on.
+      type: str
+      returned: with O(ledger), for live moves
+      sample: "hv1->hv2 over 12 migrations: 1.8 s + 96 MiB at 110 MiB/s"
+    last_escalation:
+      description:
+        - With O(ledger), when the VM's last migration needed escalation, the policy that finally worked
+          (C(downtime_limit_ms), C(postcopy)). M(hvmaint.libvirt.live_migrate) starts its next migration there.
+      type: dict
+      returned: with O(ledger), for VMs whose last migration escalated
     warnings:
       description: Readiness warnings for this move, as C(code) and C(reason).
       type: list
@@ -271,7 +295,14 @@ excluded_destinations:
 predicted_seconds:
   description: Predicted duration of all waves, one after the other.
   returned: success
-  type: int
+  type: float
+prediction_model:
+  description:
+    - With O(ledger), what the predictions were learned from; C(default) is the model for no history,
+      C(all_pairs) what all migrations together show, C(pairs) each host pair's C(fixed_s), C(rate_mib_s) and
+      number of C(migrations).
+  returned: with O(ledger)
+  type: dict
 summary_lines:
   description: The plan as a plain-text table, for C(ansible.builtin.debug).
   returned: success
@@ -285,6 +316,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan i
     plan_evacuation,
     plan_return,
 )
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import read_entries
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import CAPACITY_ARGUMENT_SPEC
 
@@ -305,6 +337,7 @@ def main():
             exclude_hosts=dict(type="list", elements="str"),
             max_parallel_per_source=dict(type="int", default=2),
             max_wave_size=dict(type="int"),
+            ledger=dict(type="path"),
         ),
         mutually_exclusive=[("source", "return_to")],
         required_one_of=[("source", "return_to")],
@@ -314,6 +347,14 @@ def main():
     hosts = options.pop("hosts")
     source = options.pop("source")
     return_to = options.pop("return_to")
+    ledger = options.pop("ledger")
+    if ledger is not None:
+        try:
+            options["history"] = read_entries(ledger)
+        except (OSError, ValueError) as e:
+            # Predictions are a help, never a reason not to plan.
+            module.warn("cannot learn from the audit ledger %s, the default model predicts: %s" % (ledger, e))
+            options["history"] = []
     try:
         if source is not None:
             result = plan_evacuation(hosts, source, **options)

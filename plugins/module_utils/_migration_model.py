@@ -1,0 +1,195 @@
+# -*- coding: utf-8 -*-
+# Private to hvmaint.libvirt: not a public API, may change without notice.
+"""How long a migration will take, learned from what earlier migrations took.
+
+The audit ledger (every move any drain or return made) and each VM's own metadata history (its last moves, kept
+in its domain XML) are the observations. From them:
+
+- per host pair (source -> destination): a fixed cost per migration (starting QEMU on the destination, the
+  handshakes, stopping QEMU on the source) and a rate (bytes sent per second), fitted by least squares over the
+  pair's migrations: seconds = fixed + bytes / rate;
+- per VM: how many bytes its migrations sent (memory plus what it dirtied while it moved, so a busy VM counts
+  for more than its size), its dirty rate, how long it took, and whether it needed escalation.
+
+A move is predicted as its pair's fixed cost plus the VM's usual bytes at the pair's rate. A pair never seen uses
+the default model; a VM never moved counts its memory (one pass) plus the disks it copies. The default model,
+with no history at all, is DEFAULT_FIXED_S plus one pass over memory at the planner's bandwidth: the figures of an
+idle guest on the lab (about 0.7 s of libvirt job and 1.3 s of clean-up on the source per migration).
+
+The durations are as the engine saw them, with other migrations running beside them (max_parallel), so they
+already carry the slow-down of sharing the host; the planner schedules them on max_parallel slots.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+MIB = 1024 * 1024
+
+# The default model (no history): per migration, what an idle guest costs on the lab beyond its memory pass.
+DEFAULT_FIXED_S = 2.0
+# Observations kept per VM (the most recent), as the VM's metadata keeps its last moves.
+RECENT_PER_VM = 5
+# A least-squares fit needs migrations of different sizes; below this spread the rate is not trusted.
+MIN_SIZE_SPREAD = 1.25
+
+
+def _number(value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
+
+
+def _names(*values):
+    # The ledger can be edited by hand and metadata is whatever the VM's XML says: names must be plain strings.
+    return all(isinstance(value, str) and value for value in values)
+
+
+def _flag(value):
+    # Metadata attributes are text.
+    return value is True or (isinstance(value, str) and value.lower() in ("true", "1", "yes"))
+
+
+def observation(vm, source, destination, seconds, data_bytes=None, downtime_ms=None, downtime_limit_ms=None,
+                postcopy=False, escalated=False, dirty_rate_mib_s=None, at=None):
+    return {"vm": vm, "source": source, "destination": destination, "seconds": seconds, "data_bytes": data_bytes,
+            "downtime_ms": downtime_ms, "downtime_limit_ms": downtime_limit_ms, "postcopy": bool(postcopy),
+            "escalated": bool(escalated), "dirty_rate_mib_s": dirty_rate_mib_s, "at": at}
+
+
+def observations_from_ledger(entries):
+    """Successful live migrations of the ledger as observations, oldest first."""
+    found = []
+    for entry in entries or []:
+        if not isinstance(entry, dict) or entry.get("outcome") != "migrated" or entry.get("mode") == "offline":
+            continue
+        seconds = _number(entry.get("duration_s"))
+        if not seconds or not _names(entry.get("vm"), entry.get("source"), entry.get("destination")):
+            continue
+        found.append(observation(
+            entry["vm"], entry["source"], entry["destination"], seconds, _number(entry.get("data_bytes")),
+            entry.get("downtime_ms"), _number(entry.get("downtime_limit_ms")), entry.get("postcopy") is True,
+            entry.get("escalated") is True, _number(entry.get("dirty_rate_mib_s")), entry.get("time")))
+    return found
+
+
+def observations_from_metadata(vm_name, metadata):
+    """A VM's own history (hypervisor_info's metadata.moves) as observations."""
+    found = []
+    for move in (metadata or {}).get("moves") or []:
+        if not isinstance(move, dict) or move.get("outcome") != "migrated":
+            continue
+        seconds = _number(move.get("seconds"))
+        if not seconds or not _names(vm_name, move.get("from"), move.get("to")):
+            continue
+        found.append(observation(vm_name, move["from"], move["to"], seconds, _number(move.get("data_bytes")),
+                                 move.get("downtime_ms"), _number(move.get("downtime_limit_ms")),
+                                 _flag(move.get("postcopy")), _flag(move.get("escalated")), None, move.get("at")))
+    return found
+
+
+def fit_pair(points):
+    """(fixed_s, bytes_per_s) from [(bytes, seconds)] by least squares, kept physical (no negative cost, no
+    negative rate); None when the sizes do not vary enough to tell a rate from a fixed cost."""
+    sized = [(b, s) for b, s in points if b]
+    if len(sized) < 2 or max(b for b, _s in sized) < MIN_SIZE_SPREAD * min(b for b, _s in sized):
+        return None
+    mean_b = statistics.fmean(b for b, _s in sized)
+    mean_s = statistics.fmean(s for _b, s in sized)
+    slope = (sum((b - mean_b) * (s - mean_s) for b, s in sized) / sum((b - mean_b) ** 2 for b, _s in sized))
+    if slope <= 0:
+        return None
+    fixed = mean_s - slope * mean_b
+    if fixed < 0:
+        # Through the origin: all of it rate.
+        return 0.0, sum(b for b, _s in sized) / sum(s for _b, s in sized)
+    return fixed, 1.0 / slope
+
+
+def fixed_at_rate(points, rate):
+    """The fixed cost that fits [(bytes, seconds)] best at a known rate (median, so one outlier does not count)."""
+    return max(0.0, statistics.median(s - (b or 0) / rate for b, s in points))
+
+
+class MigrationModel:
+    """Predicts each move from the observations; describe() says what it learned, for the plan's output.
+
+    The rate is fitted over all observations together (sizes vary more across a fleet than on one pair); a pair
+    with migrations of its own different enough in size gets its own rate, every other pair its own fixed cost
+    at the common rate."""
+
+    def __init__(self, observations=(), bandwidth_mib_s=100.0, default_fixed_s=DEFAULT_FIXED_S):
+        self.bandwidth_bps = float(bandwidth_mib_s) * MIB
+        self.default_fixed_s = default_fixed_s
+        self.pairs = {}
+        self.vms = {}
+        observations = list(observations)
+        by_pair = {}
+        for obs in observations:
+            by_pair.setdefault((obs["source"], obs["destination"]), []).append(obs)
+            self.vms.setdefault(obs["vm"], []).append(obs)
+        common = fit_pair([(o["data_bytes"], o["seconds"]) for o in observations])
+        self.rate_bps = common[1] if common else self.bandwidth_bps
+        self.fixed_s = common[0] if common else (
+            fixed_at_rate([(o["data_bytes"], o["seconds"]) for o in observations], self.rate_bps)
+            if observations else default_fixed_s)
+        for pair, found in by_pair.items():
+            points = [(o["data_bytes"], o["seconds"]) for o in found]
+            own = fit_pair(points) if len(points) >= 3 else None
+            fixed, rate = own or (fixed_at_rate(points, self.rate_bps), self.rate_bps)
+            self.pairs[pair] = {"fixed_s": fixed, "rate_bps": rate, "migrations": len(found)}
+        for name in self.vms:
+            self.vms[name] = self.vms[name][-RECENT_PER_VM:]
+
+    @classmethod
+    def from_history(cls, ledger_entries=(), vms_metadata=None, bandwidth_mib_s=100.0):
+        """The ledger's observations, and each VM's own history for VMs the ledger does not know (so that a
+        controller without the ledger still learns; a move in both is counted once)."""
+        found = observations_from_ledger(ledger_entries)
+        known = {o["vm"] for o in found}
+        for name, metadata in (vms_metadata or {}).items():
+            if name not in known:
+                found += observations_from_metadata(name, metadata)
+        return cls(found, bandwidth_mib_s)
+
+    def vm_history(self, name):
+        """What the VM's recent migrations say: typical bytes and seconds, dirty rate, the last escalation."""
+        found = self.vms.get(name) or []
+        if not found:
+            return None
+        sizes = [o["data_bytes"] for o in found if o["data_bytes"]]
+        dirty = [o["dirty_rate_mib_s"] for o in found if o["dirty_rate_mib_s"] is not None]
+        last = found[-1]
+        return {"migrations": len(found), "data_bytes": statistics.median(sizes) if sizes else None,
+                "seconds": statistics.median(o["seconds"] for o in found),
+                "dirty_rate_mib_s": statistics.median(dirty) if dirty else None,
+                "escalated": last["escalated"], "downtime_limit_ms": last["downtime_limit_ms"],
+                "postcopy": last["postcopy"]}
+
+    def predict(self, name, source, destination, memory_bytes, disk_bytes=0):
+        """(seconds, basis): the predicted duration of moving VM `name` and what the figure rests on."""
+        history = self.vm_history(name)
+        size = (history or {}).get("data_bytes") or (memory_bytes + disk_bytes)
+        what = "%.0f MiB%s" % (size / MIB, " (as it last sent)" if history and history["data_bytes"] else "")
+        pair = self.pairs.get((source, destination))
+        if pair is not None:
+            return pair["fixed_s"] + size / pair["rate_bps"], "%s->%s over %d migrations: %.1f s + %s at %.0f MiB/s" % (
+                source, destination, pair["migrations"], pair["fixed_s"], what, pair["rate_bps"] / MIB)
+        if self.vms:
+            return self.fixed_s + size / self.rate_bps, "all pairs: %.1f s + %s at %.0f MiB/s" % (
+                self.fixed_s, what, self.rate_bps / MIB)
+        return (self.default_fixed_s + size / self.bandwidth_bps,
+                "default model: %.0f s + %s at %.0f MiB/s" % (self.default_fixed_s, what, self.bandwidth_bps / MIB))
+
+    def describe(self):
+        """The learned figures, as the plan returns them."""
+        return {
+            "default": {"fixed_s": self.default_fixed_s, "rate_mib_s": round(self.bandwidth_bps / MIB, 1)},
+            "all_pairs": {"fixed_s": round(self.fixed_s, 2), "rate_mib_s": round(self.rate_bps / MIB, 1)},
+            "pairs": [{"source": s, "destination": d, "fixed_s": round(p["fixed_s"], 2),
+                       "rate_mib_s": round(p["rate_bps"] / MIB, 1), "migrations": p["migrations"]}
+                      for (s, d), p in sorted(self.pairs.items())],
+            "vms_with_history": len(self.vms),
+        }
