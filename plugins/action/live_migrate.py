@@ -12,6 +12,7 @@ host) and asks ansible.builtin.async_status for the result only when the progres
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shlex
 import signal
@@ -28,6 +29,11 @@ ASYNC_BACKSTOP_S = 86400
 # Poll quickly at first (a small VM moves in about a second), then settle.
 POLL_SCHEDULE_S = (0.3, 0.5, 0.7)
 POLL_STEADY_S = 1.0
+# Once the progress file says the run is over, the module is only returning its result: read the job file again
+# this soon rather than a whole steady period later.
+POLL_FINISHING_S = 0.1
+# ... for at most this long; then back to the steady period (a module that takes longer to exit is not quick).
+FINISHING_FOR_S = 3.0
 PRINT_EVERY_S = 4.0
 # Progress is printed only for runs that last longer than this.
 QUIET_FIRST_S = 2.0
@@ -78,6 +84,7 @@ class ActionModule(ActionBase):
 
     # ------------------------------------------------------------------------------------------------------------
     def _run_with_progress(self, result, args, task_vars):
+        cpu_start = _cpu_seconds()
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
         progress_file = self._connection._shell.join_path(
             async_dir, "hvmaint_live_migrate_%s.json" % secrets.token_hex(8))
@@ -135,7 +142,8 @@ class ActionModule(ActionBase):
         # What following the run cost on the controller (see docs/live_migrate.md).
         polls = getattr(self, "_polls", None)
         if polls:
-            result["progress_polling"] = dict(polls, seconds=round(polls["seconds"], 3))
+            result["progress_polling"] = dict(polls, seconds=round(polls["seconds"], 3),
+                                              cpu_s=round(_cpu_seconds() - cpu_start, 3))
         return result
 
     def _follow(self, jid, async_dir, progress_file, task_vars):
@@ -146,8 +154,20 @@ class ActionModule(ActionBase):
         last_status = start
         announced = set()
         alive = _Liveness(start)
-        for poll in _schedule():
-            time.sleep(poll)
+        schedule = _schedule()
+        finished_at = None
+        while True:
+            now = time.monotonic()
+            if finished_at is not None and now - finished_at < FINISHING_FOR_S:
+                # The run is over and the module is returning its result: only the job file is left to read.
+                time.sleep(POLL_FINISHING_S)
+                status = self._status(jid, async_dir, task_vars)
+                self._polls["status_calls"] += 1
+                self._polls["seconds"] += time.monotonic() - now - POLL_FINISHING_S
+                if status.get("finished"):
+                    return status
+                continue
+            time.sleep(next(schedule))
             now = time.monotonic()
             snapshot = self._read_progress(progress_file)
             alive.check(snapshot, now)
@@ -170,6 +190,8 @@ class ActionModule(ActionBase):
                 self._polls["seconds"] += time.monotonic() - now
                 if status.get("finished"):
                     return status
+                if snapshot and snapshot.get("finished") and finished_at is None:
+                    finished_at = now
             else:
                 self._polls["seconds"] += time.monotonic() - now
 
@@ -290,6 +312,12 @@ class _Liveness:
                              % (now - self.last_sign))
         if now - self.start >= ASYNC_BACKSTOP_S:
             raise _LostTouch("the live_migrate module still runs after %.0f s" % (now - self.start))
+
+
+def _cpu_seconds():
+    # This worker's CPU time and that of the commands it waited for (the ssh clients of its reads).
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _schedule():

@@ -62,3 +62,34 @@ def test_follow_loop_has_an_overall_deadline():
     with pytest.raises(action._LostTouch, match="still runs after"):
         for tick in range(0, int(action.ASYNC_BACKSTOP_S) + 60, 60):
             alive.check({"updated": float(tick)}, float(tick))
+
+
+class _Follower:
+    """The plugin's polling loop with the host replaced by a script of answers and a clock that only sleeps."""
+
+    _follow = action.ActionModule._follow
+    _show = action.ActionModule._show
+
+    def __init__(self, progress, statuses, clock):
+        self.progress, self.statuses, self.clock = list(progress), list(statuses), clock
+
+    def _read_progress(self, _path):
+        return self.progress.pop(0) if len(self.progress) > 1 else self.progress[0]
+
+    def _status(self, _jid, _dir, _vars):
+        return self.statuses.pop(0)
+
+
+def test_the_result_is_read_at_once_when_the_run_ends(monkeypatch, printed):
+    clock = {"now": 0.0}
+    monkeypatch.setattr(action.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(action.time, "sleep", lambda s: clock.__setitem__("now", clock["now"] + s))
+    over = {"finished": True, "updated": action.time.time(), "vms": []}
+    # The progress file says the run is over one steady period in, the job file has the result shortly after.
+    follower = _Follower([snapshot(elapsed_s=0.3), snapshot(elapsed_s=0.8), snapshot(elapsed_s=1.5), over],
+                         [{"finished": False}, {"finished": False}, {"finished": True, "msg": "ok"}], clock)
+    result = follower._follow("jid", "/dir", "/dir/progress", {})
+    assert result["msg"] == "ok"
+    seen_over = sum(action.POLL_SCHEDULE_S) + action.POLL_STEADY_S
+    assert clock["now"] == pytest.approx(seen_over + 2 * action.POLL_FINISHING_S), \
+        "once the run is over the job file is read every POLL_FINISHING_S, not every steady period"
