@@ -86,6 +86,24 @@ class EngineCpu:
         return sum(self.seen.values())
 
 
+class Busy:
+    """How busy the machine's CPUs were (all processes, ours and anybody else's) since this was made: the lab
+    shares two cores with other work, and a method that ran while something else did is not comparable."""
+
+    def __init__(self):
+        self.start = self._read()
+
+    @staticmethod
+    def _read():
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+        return sum(fields) - fields[3] - fields[4], sum(fields)  # busy (all but idle and iowait), total
+
+    def since(self):
+        busy, total = self._read()
+        return round((busy - self.start[0]) / float(max(1, total - self.start[1])), 2)
+
+
 def drain(lab, source, ledger, log_dir, round_no):
     times_path = os.path.join(log_dir, "drain-times-%d.json" % round_no)
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
@@ -109,12 +127,15 @@ def drain(lab, source, ledger, log_dir, round_no):
         output = handle.read()
     entries = [e for e in read_ledger(ledger)[before:] if e.get("outcome") == "migrated"]
     entries.sort(key=lambda e: e.get("started_at") or 0)
-    phase = sum(t["seconds"] for t in times["tasks"] if "Move the wave" in t["name"])
+    waves = [t for t in times["tasks"] if "Move the wave" in t["name"]]
+    phase = sum(t["seconds"] for t in waves)
     span = (max(e["started_at"] + e["duration_s"] for e in entries) - min(e["started_at"] for e in entries)
             if entries else 0.0)
     plugin_cpu = sum((m.get("progress_polling") or {}).get("cpu_s") or 0 for m in times["live_migrate"])
-    return {"wall": wall, "phase": phase, "span": span, "fixed": wall - phase, "entries": entries,
-            "predicted": predicted_total(output), "controller_cpu": controller_cpu, "engine_cpu": cpu.seconds,
+    # The module's start on the host: from the task's start to its first migration's.
+    startup = (min(e["started_at"] for e in entries) - waves[0]["started_at"]) if entries and waves else None
+    return {"wall": wall, "phase": phase, "module_start": startup, "span": span, "fixed": wall - phase,
+            "entries": entries, "predicted": predicted_total(output), "controller_cpu": controller_cpu, "engine_cpu": cpu.seconds,
             "plugin_cpu": plugin_cpu, "tasks": times["tasks"]}
 
 
@@ -203,14 +224,20 @@ def main():
     rounds = []
     put_back(lab, names, source)
     for round_no in range(1, args.rounds + 1):
+        busy = Busy()
         result = {"drain": drain(lab, source, ledger, log_dir, round_no)}
+        result["drain_busy"] = busy.since()
         pairs = [(e["vm"], e["destination"]) for e in result["drain"]["entries"]]
         result["drain_jobs"] = job_times(lab, pairs)
         put_back(lab, names, source)
+        busy = Busy()
         result["virsh"] = virsh_loop(lab, source, pairs)
+        result["virsh_busy"] = busy.since()
         result["virsh_jobs"] = job_times(lab, pairs)
         put_back(lab, names, source)
+        busy = Busy()
         result["xargs"] = xargs(lab, source, pairs)
+        result["xargs_busy"] = busy.since()
         result["xargs_jobs"] = job_times(lab, pairs)
         result["bound"] = sum(t for t, _d in result["xargs_jobs"].values()) / CONCURRENCY
         put_back(lab, names, source)
@@ -221,9 +248,10 @@ def main():
                 json.dump(rounds, handle, indent=1, default=str)
         d = result["drain"]
         print("round %d: drain %.1f s (migration phase %.1f s, engine span %.1f s, fixed %.1f s, predicted %s s),"
-              " virsh loop %.1f s, xargs -P2 %.1f s, bound %.1f s; %d moves" % (
+              " virsh loop %.1f s, xargs -P2 %.1f s, bound %.1f s; %d moves; CPUs busy %d%%, %d%%, %d%%" % (
                   round_no, d["wall"], d["phase"], d["span"], d["fixed"], d["predicted"], result["virsh"],
-                  result["xargs"], result["bound"], len(pairs)), flush=True)
+                  result["xargs"], result["bound"], len(pairs), 100 * result["drain_busy"],
+                  100 * result["virsh_busy"], 100 * result["xargs_busy"]), flush=True)
     report(rounds, source, names)
 
 
@@ -236,6 +264,8 @@ def report(rounds, source, names):
     rows = [("drain playbook (whole)", med(r["drain"]["wall"] for r in rounds)),
             ("drain: migration phase (Move the wave's VMs tasks)", med(r["drain"]["phase"] for r in rounds)),
             ("drain: engine span (first start to last end)", med(r["drain"]["span"] for r in rounds)),
+            ("drain: first wave's module start (task start to first migration)",
+             med(r["drain"]["module_start"] for r in rounds)),
             ("drain: fixed cost (whole - migration phase)", med(r["drain"]["fixed"] for r in rounds)),
             ("sequential virsh loop", med(r["virsh"] for r in rounds)),
             ("xargs -P2", xargs_wall),

@@ -41,7 +41,7 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         self._close()
-        self._current = {"name": task.get_name(), "_start": time.monotonic()}
+        self._current = {"name": task.get_name(), "_start": time.monotonic(), "started_at": time.time()}
 
     def v2_playbook_on_handler_task_start(self, task):
         self.v2_playbook_on_task_start(task, False)

@@ -13,6 +13,8 @@ it migrates and any controller, a laptop or a fresh AWX container, reads the sam
       <hvmaint:moves>
         <hvmaint:move at="2026-11-25T12:00:00Z" from="hv1" to="hv2" outcome="completed" seconds="1.25"
                       downtime_ms="48" data_bytes="96468992"/>
+        <hvmaint:move at="2026-11-26T08:00:00Z" from="hv2" to="hv1" outcome="migrated" seconds="21.5"
+                      downtime_ms="812" data_bytes="1468006400" downtime_limit_ms="1000" escalated="true"/>
       </hvmaint:moves>
     </hvmaint:vm>
 """
@@ -29,8 +31,18 @@ MAX_MOVES = 20
 # home: where the VM belongs; tier and group: planning hints; parked: how a drain left a VM that could not move
 # (shutdown or suspend), so that the return starts it again.
 SIMPLE_FIELDS = ("home", "tier", "group", "parked")
-_MOVE_ATTRIBUTES = ("at", "from", "to", "outcome", "seconds", "downtime_ms", "data_bytes", "by")
-_NUMERIC = {"seconds": float, "downtime_ms": int, "data_bytes": int}
+# downtime_limit_ms, escalated and postcopy: the policy a migration finally needed (when it needed escalation),
+# where live_migrate starts the VM's next migration.
+_MOVE_ATTRIBUTES = ("at", "from", "to", "outcome", "seconds", "downtime_ms", "data_bytes", "by", "downtime_limit_ms",
+                    "escalated", "postcopy")
+
+
+def _true(text):
+    return text.strip().lower() in ("true", "1", "yes")
+
+
+_NUMERIC = {"seconds": float, "downtime_ms": int, "data_bytes": int, "downtime_limit_ms": int, "escalated": _true,
+            "postcopy": _true}
 
 
 def _q(tag):
