@@ -155,6 +155,16 @@ options:
           - Memory passes without convergence between two escalation steps.
         type: int
         default: 2
+      from_history:
+        description:
+          - When the VM's last migration (its C(metadata.moves)) needed escalation, start this one where that one
+            ended, instead of spending memory passes on steps that did not suffice last time - the downtime limit
+            that finally worked, rounded up to one of O(escalation.downtime_steps) (never beyond the last one),
+            and post-copy as the next step if it was needed and O(escalation.post_copy) allows it.
+          - The policy's own limits always hold; a note in RV(migrations[].policy_steps) says when it applied.
+        type: bool
+        default: true
+        version_added: 0.1.0
   parallel_connections:
     description:
       - Number of parallel connections for the migration stream (QEMU multifd). V(1) is a single stream, which is
@@ -381,6 +391,18 @@ migrations:
     mode:
       description: V(live) for a running VM, V(offline) for the definition of a shut-off VM (O(shutoff_vms=move)).
       type: str
+    downtime_limit_ms:
+      description: The allowed downtime the migration ended with (after any escalation step). Live moves only.
+      type: int
+    escalated:
+      description:
+        - Whether the migration needed more than the base policy (a higher downtime limit, or post-copy). It is
+          recorded with the move in the VM's history, and the VM's next migration starts there
+          (O(escalation.from_history)).
+      type: bool
+    postcopy:
+      description: Whether the migration switched to post-copy.
+      type: bool
     policy_steps:
       description: Escalation steps, timeouts, repairs and notes, each with C(action)
         and a C(detail) text.
@@ -477,6 +499,7 @@ def argument_spec():
             auto_converge=dict(type="bool", default=False),
             post_copy=dict(type="bool", default=False),
             iterations_per_step=dict(type="int", default=2),
+            from_history=dict(type="bool", default=True),
         )),
         parallel_connections=dict(type="int", default=1),
         compression=dict(type="str", choices=["none", "xbzrle", "zstd", "zlib"], default="none"),

@@ -21,7 +21,11 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results
 class Batch:
     """Runs planned moves of one source host, to one destination or several, in the order given: at most
     policy.max_parallel at a time from the source and at most policy.max_parallel_per_destination into any one
-    destination. A move whose destination is full waits while later moves to other destinations start."""
+    destination. A move whose destination is full waits while later moves to other destinations start.
+
+    A migration whose VM already runs on its destination (switched over) no longer counts: what remains is
+    libvirt stopping the source's QEMU, which sends nothing, and the next VM starts meanwhile. It is verified and
+    recorded as every other once libvirt's call returns."""
 
     def __init__(self, policy, progress=None, migrators=()):
         self.policy = policy
@@ -53,6 +57,7 @@ class Batch:
         self._queued = [(migrator, plan) for migrator, plan in entries if plan.action == "move"]
         running = []
         inbound = {}
+        released = set()
         wake = threading.Event()
         stop_starting = False
         while self._queued or running:
@@ -60,14 +65,19 @@ class Batch:
             if abort:
                 stop_starting = True
             # Finished jobs first, so that every slot they free is filled in this round, not a poll later.
+            for job in running:
+                if job.switched_over and id(job) not in released:
+                    released.add(id(job))
+                    inbound[id(job.migrator)] -= 1
             for job in [job for job in running if job.done.is_set()]:
                 running.remove(job)
-                inbound[id(job.migrator)] -= 1
+                if id(job) not in released:
+                    inbound[id(job.migrator)] -= 1
                 results[job.plan.name] = job.result
                 if job.result["outcome"] in (FAILED, ABORTED):
                     # A failure stops the list: VMs already moving finish, the others are not started.
                     stop_starting = True
-            while not stop_starting and len(running) < self.policy.max_parallel:
+            while not stop_starting and sum(id(j) not in released for j in running) < self.policy.max_parallel:
                 ready = next((item for item in self._queued
                               if inbound.get(id(item[0]), 0) < self.policy.max_parallel_per_destination), None)
                 if ready is None:

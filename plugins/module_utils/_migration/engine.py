@@ -32,12 +32,14 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.lookups
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import (
     CONTROL_CALL_TIMEOUT_S,
     POLL_INTERVAL_S,
+    SWITCHOVER_CHECK_S,
     Escalator,
     completion_timeout_s,
     migration_flags,
     migration_params,
     offline_flags,
     parse_libvirt_uri,
+    start_from_history,
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.preflight import Preflight
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.progress import progress_from_stats
@@ -54,7 +56,8 @@ class Job:
         self.flags = flags
         self.params = params
         self.timeout_s = completion_timeout_s(policy, plan.memory_bytes, plan.disk_bytes if plan.copy_storage else 0)
-        self.escalator = Escalator(policy, self.timeout_s)
+        self.escalator = Escalator(policy, self.timeout_s,
+                                   None if plan.offline else start_from_history(policy, plan.metadata))
         self.done = threading.Event()
         self.thread = None
         self.watcher = None
@@ -69,6 +72,10 @@ class Job:
         self.last_poll = None
         self.progress = {}
         self.timings = {}
+        # Set by the watcher once the VM runs on the destination: only libvirt's clean-up of the source remains,
+        # so the job no longer takes a slot (Batch).
+        self.switched_over = False
+        self.dest_dom = None
 
 
 class Migrator(Preflight, Verification, HistoryRecording):
@@ -175,12 +182,12 @@ class Migrator(Preflight, Verification, HistoryRecording):
         job.thread.daemon = True
         job.thread.start()
         if not plan.offline:
-            job.watcher = threading.Thread(target=self._watch, args=(job,), name="watch-%s" % plan.name)
+            job.watcher = threading.Thread(target=self._watch, args=(job, wake), name="watch-%s" % plan.name)
             job.watcher.daemon = True
             job.watcher.start()
         return job
 
-    def _watch(self, job):
+    def _watch(self, job, wake=None):
         """Poll the job about once a second until it ends (progress, escalation, timeouts). Each job has its own
         watcher because a statistics query can block for seconds while libvirt tears a source QEMU down: in a
         shared loop that would hold back the other jobs and the start of the next migration.
@@ -193,10 +200,17 @@ class Migrator(Preflight, Verification, HistoryRecording):
             job.watch_dom = conn.lookupByUUIDString(job.plan.uuid)
         except (HvmaintError, libvirt.libvirtError):
             job.watch_dom = None  # the shared connection serves
+        next_poll = time.monotonic() + POLL_INTERVAL_S
         try:
-            while not job.done.wait(POLL_INTERVAL_S):
+            while not job.done.wait(SWITCHOVER_CHECK_S):
                 try:
-                    self._monitor(job)
+                    if not job.switched_over and self._runs_on_destination(job):
+                        job.switched_over = True
+                        if wake is not None:
+                            wake.set()
+                    if time.monotonic() >= next_poll:
+                        next_poll += POLL_INTERVAL_S
+                        self._monitor(job)
                 except Exception as exc:  # noqa: BLE001 - a watcher must not die silently; the migration goes on
                     job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1),
                                                 "iteration": None, "action": "error",
@@ -205,6 +219,24 @@ class Migrator(Preflight, Verification, HistoryRecording):
             job.watch_dom = None
             close_quietly(conn)
 
+    def _runs_on_destination(self, job):
+        """True once the destination runs the VM: libvirt resumed it there (Finish), and what remains of the
+        migration is the source's clean-up (Confirm: stopping the source's QEMU, a second or more). Never in
+        post-copy, where the destination still fetches memory from the source. A cheap call to the destination,
+        which holds no job lock that the migration needs."""
+        if job.escalator.postcopy or self.dconn is None:
+            return False
+        if job.dest_dom is None:
+            try:
+                job.dest_dom = self.dconn.lookupByUUIDString(job.plan.uuid)
+            except libvirt.libvirtError:
+                return False  # not prepared there yet
+        try:
+            return job.dest_dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        except libvirt.libvirtError:
+            job.dest_dom = None  # the incoming domain went away (a failed migration): look again
+            return False
+
     def _migrate(self, job, wake):
         plan = job.plan
         try:
@@ -212,8 +244,8 @@ class Migrator(Preflight, Verification, HistoryRecording):
                 # QEMU keeps the limit until changed; set it for every migration so an earlier run's escalated
                 # value does not carry over.
                 if not plan.offline:
-                    plan.dom.migrateSetMaxDowntime(self.policy.max_downtime_ms, 0)
-                    job.progress["downtime_limit_ms"] = self.policy.max_downtime_ms
+                    plan.dom.migrateSetMaxDowntime(job.escalator.downtime_ms, 0)
+                    job.progress["downtime_limit_ms"] = job.escalator.downtime_ms
                 api_start = time.monotonic()
                 job.timings["before_api_s"] = api_start - job.started
                 plan.dom.migrateToURI3(self.destination_uri, job.params, job.flags)
@@ -231,6 +263,10 @@ class Migrator(Preflight, Verification, HistoryRecording):
             job.result["finished_at"] = round(time.time(), 3)
             job.result["timings_s"] = {k: round(v, 4) for k, v in job.timings.items()}
             job.result["policy_steps"].extend(job.escalator.steps)
+            if not plan.offline:
+                # The policy this migration ended with, for the ledger and the next plan's predictions.
+                job.result.update(downtime_limit_ms=job.escalator.downtime_ms, escalated=job.escalator.escalated,
+                                  postcopy=job.escalator.postcopy)
             job.done.set()
             wake.set()
 

@@ -26,6 +26,9 @@ class HistoryRecording:
             move["downtime_ms"] = job.result["downtime_ms"]
         if job.result.get("data_transferred_bytes") is not None:
             move["data_bytes"] = job.result["data_transferred_bytes"]
+        if job.escalator.escalated and outcome == MIGRATED:
+            # The policy that finally worked: the VM's next migration starts there (start_from_history).
+            move.update(escalated=True, downtime_limit_ms=job.escalator.downtime_ms, postcopy=job.escalator.postcopy)
         data = with_move(plan.metadata, move, home_if_unset=home_if_unset)
         if self.home and outcome == MIGRATED:
             data["home"] = self.home

@@ -34,6 +34,9 @@ DEFAULT_ITERATIONS_PER_STEP = 2
 MAX_DOWNTIME_STEP_MS = 60000
 
 POLL_INTERVAL_S = 1.0
+# How often a watcher asks the destination whether the VM runs there yet (one cheap call): the moment it does, the
+# migration's slot goes to the next VM while libvirt stops the source's QEMU.
+SWITCHOVER_CHECK_S = 0.2
 # Longest wait for a call that steers a running migration (downtime, post-copy, abort). Seen once on the lab: a
 # migrateSetMaxDowntime that never returned while the migration ran on, which would have kept every later step
 # and timeout from firing; past this the step is reported as failed and the watcher goes on.
@@ -100,6 +103,7 @@ class Policy:
         self.auto_converge = bool(escalation.get("auto_converge"))
         self.post_copy = bool(escalation.get("post_copy"))
         self.iterations_per_step = int(escalation.get("iterations_per_step") or DEFAULT_ITERATIONS_PER_STEP)
+        self.from_history = escalation.get("from_history") is not False
         self.parallel_connections = int(kw.get("parallel_connections") or 1)
         self.compression = kw.get("compression") or "none"
         self.copy_storage = kw.get("copy_storage") or "auto"
@@ -149,7 +153,8 @@ def validate_policy(options):
         value = options.get(key)
         if value is not None and value not in allowed:
             problems.append("%s must be one of %s, not %r" % (key, ", ".join(allowed), value))
-    unknown = sorted(set(escalation) - {"downtime_steps", "auto_converge", "post_copy", "iterations_per_step"})
+    unknown = sorted(set(escalation) - {"downtime_steps", "auto_converge", "post_copy", "iterations_per_step",
+                                        "from_history"})
     if unknown:
         problems.append("escalation has unknown keys: %s" % ", ".join(unknown))
     steps = escalation.get("downtime_steps") or []
@@ -246,6 +251,31 @@ def flag_names(flags):
     return [name[len("VIR_MIGRATE_"):].lower() for name, value in FLAG_NAMES if flags & value]
 
 
+def start_from_history(policy, metadata):
+    """Where a VM's migration starts when its last migration needed escalation (the VM's metadata history): the
+    downtime limit that finally worked, rounded up to one of this policy's own steps (never past its last one), and
+    post-copy as the next step when post-copy was needed and this policy allows it. None: start as the policy says.
+    The metadata is the VM's own, so untrusted: anything odd in it means no head start."""
+    if not policy.from_history:
+        return None
+    moves = [m for m in (metadata or {}).get("moves") or [] if isinstance(m, dict) and m.get("outcome") == "migrated"]
+    if not moves or moves[-1].get("escalated") is not True:
+        return None
+    last = moves[-1]
+    limit = last.get("downtime_limit_ms")
+    downtime = policy.max_downtime_ms
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > downtime and policy.downtime_steps:
+        downtime = next((v for v in policy.downtime_steps if v >= limit), policy.downtime_steps[-1])
+    postcopy = last.get("postcopy") is True and policy.post_copy
+    if downtime == policy.max_downtime_ms and not postcopy:
+        return None
+    why = "its last migration (%s, %s -> %s) needed escalation: starts at max downtime %d ms" % (
+        last.get("at") or "?", last.get("from") or "?", last.get("to") or "?", downtime)
+    if postcopy:
+        why += ", post-copy as its next step"
+    return {"downtime_ms": downtime, "postcopy": postcopy, "why": why}
+
+
 class Escalator:
     """Decides, from successive job statistics, what the policy does next to a running migration.
 
@@ -256,7 +286,7 @@ class Escalator:
     throttle shows up. Post-copy is the last step: once in post-copy the VM cannot go back, so no timeout applies.
     """
 
-    def __init__(self, policy, timeout_s):
+    def __init__(self, policy, timeout_s, start=None):
         self.policy = policy
         self.timeout_s = timeout_s
         self.downtime_ms = policy.max_downtime_ms
@@ -268,6 +298,17 @@ class Escalator:
         self.max_processed = -1
         self.progress_at = 0.0
         self.fired = None
+        if start is not None:
+            # Where the VM's last migration ended up (start_from_history): its steps are not taken again.
+            self.downtime_ms = start["downtime_ms"]
+            self.pending_downtime = [] if start["postcopy"] else [v for v in self.pending_downtime
+                                                                  if v > self.downtime_ms]
+            self._step(0.0, 0, "note", start["why"])
+
+    @property
+    def escalated(self):
+        """Whether this migration needed more than the base policy (what the next one starts from)."""
+        return self.postcopy or self.downtime_ms > self.policy.max_downtime_ms
 
     def _step(self, elapsed_s, iteration, action, detail):
         self.steps.append({"at_s": round(elapsed_s, 1), "iteration": iteration, "action": action, "detail": detail})

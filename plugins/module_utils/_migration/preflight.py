@@ -100,7 +100,8 @@ class Preflight:
             self._plan_offline_storage(plan, root)
         else:
             self._plan_storage(plan, root)
-        plan.metadata = read_domain_metadata(dom) if self.record_history else {}
+        # Also read for the escalation its last migration needed (policy.start_from_history).
+        plan.metadata = read_domain_metadata(dom) if self.record_history or self.policy.from_history else {}
         plan.action = "move"
         return plan
 

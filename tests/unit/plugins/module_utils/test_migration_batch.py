@@ -25,12 +25,14 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results
 class TimedMigrator(Migrator):
     """A Migrator whose migrations only sleep; it logs when each started and finished."""
 
-    def __init__(self, destination, policy, log, durations, failing=()):
+    def __init__(self, destination, policy, log, durations, failing=(), switch_after=None):
         super().__init__("qemu:///system", "qemu+tls://%s/system" % destination, policy, destination=destination)
         self.source = "hv1"
         self.log = log
         self.durations = durations
         self.failing = set(failing)
+        # name: seconds after which the VM runs on the destination (the rest is the source's clean-up)
+        self.switch_after = switch_after or {}
 
     def _start(self, plan, wake):
         job = Job(plan, self.policy, 0, {}, migrator=self)
@@ -39,7 +41,13 @@ class TimedMigrator(Migrator):
 
         def work():
             self.log.append(("start", plan.name, self.destination, time.monotonic()))
-            time.sleep(self.durations.get(plan.name, 0.05))
+            duration = self.durations.get(plan.name, 0.05)
+            if plan.name in self.switch_after:
+                time.sleep(self.switch_after[plan.name])
+                job.switched_over = True
+                wake.set()
+                duration -= self.switch_after[plan.name]
+            time.sleep(duration)
             outcome = FAILED if plan.name in self.failing else MIGRATED
             job.result.update(outcome=outcome, elapsed_s=round(time.monotonic() - job.started, 3))
             self.log.append(("end", plan.name, self.destination, time.monotonic()))
@@ -79,12 +87,12 @@ def fast_polling(monkeypatch):
     monkeypatch.setattr(scheduler, "POLL_INTERVAL_S", 0.01)
 
 
-def run_batch(moves, durations=None, failing=(), **options):
+def run_batch(moves, durations=None, failing=(), switch_after=None, **options):
     policy = validate_policy({key: options.get(key) for key in POLICY_OPTIONS})
     log, migrators = [], {}
     for _name, destination in moves:
         if destination not in migrators:
-            migrators[destination] = TimedMigrator(destination, policy, log, durations or {}, failing)
+            migrators[destination] = TimedMigrator(destination, policy, log, durations or {}, failing, switch_after)
     batch = Batch(policy, migrators=list(migrators.values()))
     results = batch.run([(migrators[destination], planned(name)) for name, destination in moves])
     return results, log
@@ -98,6 +106,16 @@ def test_each_destination_takes_at_most_its_bound_while_the_source_runs_at_most_
     assert concurrency(log) == 3
     for host in ("hv2", "hv3", "hv4"):
         assert concurrency(log, key=lambda destination, host=host: destination == host) == 1
+
+
+def test_a_vm_running_on_its_destination_frees_its_slot_while_the_source_cleans_up():
+    # a runs on hv2 after 0.05 s, then libvirt takes 0.4 s more to stop the source's QEMU: b starts meanwhile,
+    # on the one source slot and the one slot of hv2.
+    results, log = run_batch([("a", "hv2"), ("b", "hv2")], durations={"a": 0.45, "b": 0.05},
+                             switch_after={"a": 0.05}, max_parallel=1, max_parallel_per_destination=1)
+    assert [r["outcome"] for r in results] == ["migrated", "migrated"]
+    at = {(kind, name): when for kind, name, _dest, when in log}
+    assert at[("start", "b")] < at[("end", "a")] - 0.2
 
 
 def test_a_busy_destination_lets_later_moves_to_other_hosts_start_first():
