@@ -465,6 +465,30 @@ def test_completion_timeout_on_a_vm_that_cannot_converge(lab, restore):
     assert source_has_no_job(lab, source, name)
 
 
+def test_a_vm_that_needed_escalation_starts_its_next_migration_where_it_ended(lab, restore):
+    guest = linux_guest(lab)
+    name = guest["name"]
+    source = home_of(lab, name)
+    destination = other_host(lab, source)
+    # The guest dirties memory faster than 4 MiB/s: only the downtime steps let it finish.
+    options = {"bandwidth_mib_s": 4, "escalation": {"downtime_steps": [1000, 3000, 6000]}}
+    first = migrate(lab, [name], source, destination, **options)[0]
+    second = migrate(lab, [name], destination, source, **options)[0]
+    for label, entry in (("first", first), ("second", second)):
+        print("\n%s: %s in %.1f s, downtime %s ms, limit %s ms; steps %s" % (
+            label, entry["outcome"], entry["elapsed_s"], entry["downtime_ms"], entry["downtime_limit_ms"],
+            [s["detail"] for s in entry["policy_steps"]]))
+    assert first["outcome"] == "migrated" and first["escalated"] and first["downtime_limit_ms"] >= 1000
+    assert second["outcome"] == "migrated"
+    head_start = [s for s in second["policy_steps"] if s["action"] == "note" and "needed escalation" in s["detail"]]
+    assert head_start and "starts at max downtime %d ms" % first["downtime_limit_ms"] in head_start[0]["detail"]
+    # No step below what worked last time was taken again, and the downtime stayed within the policy's maximum.
+    assert all(s["action"] != "downtime" or int(s["detail"].split(" -> ")[1].split()[0]) > first["downtime_limit_ms"]
+               for s in second["policy_steps"])
+    assert second["downtime_ms"] <= 6000 + DOWNTIME_MARGIN_MS
+    assert_exactly_one(lab, name, source)
+
+
 def test_destination_that_does_not_exist(lab, restore):
     name = guests(lab, "idle", disk=False)[0]["name"]
     source = home_of(lab, name)
