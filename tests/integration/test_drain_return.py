@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -49,6 +50,10 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(
         "drain_host_host": DRAINED, "drain_host_tiers": TIERS, "drain_host_ledger": ledger,
         "drain_host_reason": "test drain", "awx_user_name": "alice", "awx_job_id": 4711})
     print(drain.stdout[-3000:])
+    # The report sets each move's predicted time against what it took, and the totals.
+    for name in moved_out:
+        assert re.search(r"%s -> \S+: predicted [\d.]+ s, took [\d.]+ s" % re.escape(name), drain.stdout), name
+    assert re.search(r"total: predicted [\d.]+ s, took [\d.]+ s", drain.stdout)
 
     # The host is empty of running VMs and marked, and every VM runs on exactly one other host.
     for name in moved_out:
@@ -89,6 +94,7 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(
     home = {"return_host_host": DRAINED, "return_host_ledger": ledger}
     back = run_playbook(lab, ansible_env, "return_host.yml", home)
     print(back.stdout[-2000:])
+    assert re.search(r"total: predicted [\d.]+ s, took [\d.]+ s", back.stdout)
     for name in moved_out:
         assert where_is(lab, name)[1] == [DRAINED], "%s did not come home" % name
     assert where_is(lab, shut_off) == ([DRAINED], []), "the shut-off VM's definition came home, still shut off"
