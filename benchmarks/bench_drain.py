@@ -140,11 +140,10 @@ def drain(lab, source, ledger, log_dir, round_no):
 
 
 def predicted_total(output):
-    """The plan's predicted drain time, from the summary line it prints ("... predicted 1 min 5 s")."""
-    found = re.search(r"predicted (?:(\d+) min )?(\d+) s", output)
-    if not found:
-        return None
-    return int(found.group(1) or 0) * 60 + int(found.group(2))
+    """(predicted, actual) migration time of the drain, from its report's last line ("total: predicted 22.4 s,
+    took 20.3 s": the waves, each from its first start to its last end)."""
+    found = re.search(r"total: predicted ([\d.]+) s, took ([\d.]+) s", output)
+    return (float(found.group(1)), float(found.group(2))) if found else None
 
 
 def read_ledger(path):
@@ -249,7 +248,7 @@ def main():
         d = result["drain"]
         print("round %d: drain %.1f s (migration phase %.1f s, engine span %.1f s, fixed %.1f s, predicted %s s),"
               " virsh loop %.1f s, xargs -P2 %.1f s, bound %.1f s; %d moves; CPUs busy %d%%, %d%%, %d%%" % (
-                  round_no, d["wall"], d["phase"], d["span"], d["fixed"], d["predicted"], result["virsh"],
+                  round_no, d["wall"], d["phase"], d["span"], d["fixed"], (d["predicted"] or ("?",))[0], result["virsh"],
                   result["xargs"], result["bound"], len(pairs), 100 * result["drain_busy"],
                   100 * result["virsh_busy"], 100 * result["xargs_busy"]), flush=True)
     report(rounds, source, names)
@@ -278,10 +277,10 @@ def report(rounds, source, names):
     for label, value in rows:
         print("| %s | %.1f s | %.2f |" % (label, value, value / xargs_wall))
     moved = len(pairs)
-    predicted = [(r["drain"]["predicted"], r["drain"]["wall"]) for r in rounds if r["drain"]["predicted"]]
+    predicted = [r["drain"]["predicted"] for r in rounds if r["drain"]["predicted"]]
     print("\nwhole drain - xargs -P2: %.1f s" % (med(r["drain"]["wall"] for r in rounds) - xargs_wall))
-    print("predicted drain time against actual, by round: %s" % ", ".join(
-        "%s s / %.1f s" % (p, a) for p, a in predicted))
+    print("predicted migration time of the drain against actual, by round (the first with an empty ledger): %s" % (
+        ", ".join("%.1f s / %.1f s (%+.0f %%)" % (p, a, 100.0 * (p - a) / a) for p, a in predicted)))
     print("CPU seconds per migrated VM: engine (module process on the host) %.3f, live_migrate action plugin %.3f,"
           " whole controller (ansible-playbook and its children) %.3f" % (
               med(r["drain"]["engine_cpu"] for r in rounds) / moved,
