@@ -309,8 +309,9 @@ def test_batch_of_idle_guests_respects_concurrency_bound(lab, restore):
     assert most >= 1, "the sampler saw no migration job at all: it proves nothing"
     # That two did run side by side is read from the results' own times: an idle guest's libvirt job lasts well
     # under a second, so a sampler that needs ~100 ms a round does not always catch two jobs in the same round.
-    # The results' times include libvirt's clean-up of the source, during which the next VM starts: up to one more.
-    assert 2 <= peak <= 3, "two migrations should have run at once"
+    # The results' times include libvirt's clean-up of the source, during which the next VM starts: each slot may
+    # hold one VM being cleaned up and one moving.
+    assert 2 <= peak <= 4, "two migrations should have run at once"
     for name in names:
         assert_exactly_one(lab, name, destination)
 
