@@ -403,6 +403,11 @@ migrations:
     postcopy:
       description: Whether the migration switched to post-copy.
       type: bool
+    switched_over_at:
+      description:
+        - When the VM was seen running on the destination (epoch seconds); from then on libvirt only stopped the
+          source's QEMU, and the migration's slot went to the next VM. Absent when the call returned first.
+      type: float
     policy_steps:
       description: Escalation steps, timeouts, repairs and notes, each with C(action)
         and a C(detail) text.

@@ -205,6 +205,7 @@ class Migrator(Preflight, Verification, HistoryRecording):
             while not job.done.wait(SWITCHOVER_CHECK_S):
                 try:
                     if not job.switched_over and self._runs_on_destination(job):
+                        job.result["switched_over_at"] = round(time.time(), 3)
                         job.switched_over = True
                         if wake is not None:
                             wake.set()
