@@ -79,6 +79,10 @@ options:
     description:
       - Name of the destination host, as the source host resolves it. Used to derive O(destination_uri) and named
         in the results and in the VMs' history.
+      - It must be the host the URIs reach, as libvirt reports its host name (or its short form; an IP address is
+        not compared by name). When O(destination_connect_uri) differs from O(destination_uri), the module also
+        checks that both reach the same host (libvirt host UUID). A URI that reaches another host is refused
+        before anything moves.
       - One of O(destination) and O(destination_uri) is required when O(state=migrated), unless O(moves) is
         given.
     type: str
@@ -419,6 +423,13 @@ migrations:
     error:
       description: Why the VM did not move.
       type: str
+    needs_attention:
+      description:
+        - Set when the module could not make the VM's place certain and did nothing about it, saying what a person
+          must check. A host whose state could not be read is never taken for a host without the VM, and after a
+          switch to post-copy the source's stale copy is never resumed (the VM is left paused on the destination
+          when libvirt's post-copy resume fails).
+      type: str
     started_at:
       description: Start of the migration (UNIX time).
       type: float
@@ -441,6 +452,11 @@ migrations:
       copy_storage: false
       policy_steps: []
       error: null
+needs_attention:
+  description: Every VM's C(needs_attention) text; the task's C(msg) repeats them.
+  returned: when O(state=migrated)
+  type: list
+  elements: str
 aborts:
   description: With O(state=aborted), one entry per VM with C(outcome) V(aborted), V(no_job), V(not_found) or V(failed).
   returned: when O(state=aborted)

@@ -28,7 +28,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client im
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.batch import Batch
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.history import HistoryRecording
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.lookups import _host_uuid
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.lookups import _host_uuid, same_host_name
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import (
     CONTROL_CALL_TIMEOUT_S,
     POLL_INTERVAL_S,
@@ -137,6 +137,11 @@ class Migrator(Preflight, Verification, HistoryRecording):
         dest_hostname = self.dconn.getHostname()
         if self.destination is None:
             self.destination = dest_hostname
+        elif not same_host_name(self.destination, dest_hostname):
+            raise HvmaintError("destination %s: %s reaches %s, not %s: nothing was moved (check the URI)"
+                               % (self.destination, self.destination_connect_uri, dest_hostname, self.destination))
+        if self.destination_connect_uri != self.destination_uri:
+            self._check_migration_uri_reaches(dest_hostname)
         try:
             same_uuid = _host_uuid(self.sconn) == _host_uuid(self.dconn)
         except libvirt.libvirtError:
@@ -144,6 +149,30 @@ class Migrator(Preflight, Verification, HistoryRecording):
         if same_uuid or dest_hostname == self.source:
             raise HvmaintError("destination %s (%s) is the source host %s itself: nothing to migrate"
                                % (self.destination, self.destination_connect_uri, self.source))
+
+    def _check_migration_uri_reaches(self, dest_hostname):
+        """The host behind destination_uri (where the source's libvirtd sends the VM) must be the host behind the
+        connection this engine checks and verifies with: same libvirt host UUID."""
+        try:
+            migration_conn = open_connection(self.destination_uri)
+        except HvmaintError as exc:
+            if parse_libvirt_uri(self.source_uri, "uri")[1]:
+                # The engine runs away from the source (a remote uri): it may lack the source's credentials for
+                # destination_uri, so it cannot tell; the roles always run it on the source host.
+                self.log("could not open destination_uri %s to check its identity: %s" % (self.destination_uri, exc))
+                return
+            raise HvmaintError("destination %s: cannot check that %s reaches it (%s): nothing was moved"
+                               % (self.destination, self.destination_uri, exc)) from exc
+        try:
+            reached, reached_name = _host_uuid(migration_conn), migration_conn.getHostname()
+        finally:
+            close_quietly(migration_conn)
+        expected = _host_uuid(self.dconn)
+        if reached != expected:
+            raise HvmaintError("destination %s: destination_uri %s reaches %s (host UUID %s) but"
+                               " destination_connect_uri %s reaches %s (host UUID %s): nothing was moved"
+                               % (self.destination, self.destination_uri, reached_name, reached,
+                                  self.destination_connect_uri, dest_hostname, expected))
 
     def _reconnect_destination(self):
         """After a failure the destination connection may be dead (its libvirtd restarted): try once more."""
@@ -310,10 +339,16 @@ class Migrator(Preflight, Verification, HistoryRecording):
                 problem = bounded_call(CONTROL_CALL_TIMEOUT_S, dom.migrateSetMaxDowntime, value, 0)
             else:
                 problem = bounded_call(CONTROL_CALL_TIMEOUT_S, dom.migrateStartPostCopy, 0)
-            if problem:
+            if action == "postcopy":
+                # Only a switch libvirt accepted counts: until then the completion and progress timeouts apply.
+                if problem:
+                    job.escalator.postcopy_refused(elapsed, problem)
+                else:
+                    job.escalator.postcopy_started(elapsed)
+            elif problem:
                 job.escalator.steps.append({"at_s": round(elapsed, 1), "iteration": None, "action": "error",
                                             "detail": "%s failed: %s" % (action, problem)})
-            elif action == "downtime":
+            else:
                 job.progress["downtime_limit_ms"] = value
 
     def _abort(self, job, reason, why):

@@ -65,6 +65,19 @@ def _pool_type(pool):
     return ET.fromstring(pool.XMLDesc(0)).get("type")
 
 
+def same_host_name(named, reported):
+    """Whether the host a plan names is the host libvirt reports: the same name, or the same short name; an
+    address names no host name to compare (the host UUID check covers the URIs)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(named)
+        return True
+    except ValueError:
+        pass
+    return named == reported or named.split(".")[0] == (reported or "").split(".")[0]
+
+
 def _host_uuid(conn):
     uuid = ET.fromstring(conn.getCapabilities()).findtext("./host/uuid")
     return (uuid or "").strip() or None

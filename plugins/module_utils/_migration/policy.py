@@ -292,7 +292,10 @@ class Escalator:
         self.downtime_ms = policy.max_downtime_ms
         self.pending_downtime = list(policy.downtime_steps)
         self.reference_iteration = 1
-        self.postcopy = False
+        self.postcopy = False             # libvirt accepted the switch to post-copy: no way back, no timeout
+        self.postcopy_requested = False   # asked for, not yet confirmed by the engine
+        self.postcopy_failed = False      # libvirt refused it: the timeouts go on, and abort instead
+        self._postcopy_why = ""
         self.throttle = 0
         self.steps = []
         self.max_processed = -1
@@ -335,7 +338,7 @@ class Escalator:
         if policy.progress_timeout_s and elapsed_s - self.progress_at >= policy.progress_timeout_s:
             return self._timeout(elapsed_s, iteration, "progress", policy.progress_timeout_action,
                                  "no data moved for %.0f s (progress timeout)" % (elapsed_s - self.progress_at))
-        if iteration < self.reference_iteration + policy.iterations_per_step:
+        if self.postcopy_requested or iteration < self.reference_iteration + policy.iterations_per_step:
             return []
         if self.pending_downtime:
             new = self.pending_downtime.pop(0)
@@ -343,17 +346,26 @@ class Escalator:
                        " converging" % (self.downtime_ms, new, iteration - self.reference_iteration))
             self.downtime_ms, self.reference_iteration = new, iteration
             return [("downtime", new)]
-        if policy.post_copy:
-            self.postcopy = True
-            self._step(elapsed_s, iteration, "postcopy", "switched to post-copy: still not converging at max"
-                       " downtime %d ms" % self.downtime_ms)
+        if policy.post_copy and not self.postcopy_failed:
+            self.postcopy_requested = True
+            self._postcopy_why = "still not converging at max downtime %d ms" % self.downtime_ms
             return [("postcopy", "not converging")]
         return []
 
+    def postcopy_started(self, elapsed_s):
+        """The engine's switch to post-copy was accepted: from now on the VM cannot go back to the source."""
+        self.postcopy, self.postcopy_requested = True, False
+        self._step(elapsed_s, None, "postcopy", "switched to post-copy: " + self._postcopy_why)
+
+    def postcopy_refused(self, elapsed_s, problem):
+        """libvirt refused the switch: the migration is still pre-copy, so the timeouts still apply (and abort)."""
+        self.postcopy_requested, self.postcopy_failed = False, True
+        self._step(elapsed_s, None, "error", "post-copy could not start (%s): the timeouts still apply" % problem)
+
     def _timeout(self, elapsed_s, iteration, kind, action, why):
-        if action == "postcopy":
-            self.postcopy = True
-            self._step(elapsed_s, iteration, "postcopy", "switched to post-copy: " + why)
+        if action == "postcopy" and not (self.postcopy_failed or self.postcopy_requested):
+            self.postcopy_requested = True
+            self._postcopy_why = why
             return [("postcopy", why)]
         self.fired = "%s_timeout" % kind
         self._step(elapsed_s, iteration, "abort", "aborted: " + why)

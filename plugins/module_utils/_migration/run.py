@@ -187,10 +187,14 @@ def execute(params, check_mode=False, on_start=None):
         changed = any(entry["outcome"] == WOULD_MIGRATE for entry in results)
     source = batch.migrators[0].source
     destinations = _unique(m.destination for m in batch.migrators)
+    attention = [entry["needs_attention"] for entry in results if entry.get("needs_attention")]
+    if attention:
+        summary += "; NEEDS ATTENTION: " + "; ".join(attention)
     result = {
         "changed": changed,
         "failed": failed,
         "msg": "%s -> %s: %s" % (source, ", ".join(destinations), summary),
+        "needs_attention": attention,
         "migrations": results,
         "source": source,
         "destination": destinations[0] if len(destinations) == 1 else None,

@@ -88,6 +88,11 @@ class Verification:
             reason = "user"   # aborted from outside: state=aborted, virsh domjobabort, or a signal to the module
         where = self._locate(plan)
         job.result["where"] = where
+        if job.escalator.postcopy and not plan.offline and not (
+                where["destination"].get("running") and where["destination"].get("persistent")
+                and not where["source"].get("running")):
+            self._after_postcopy_failure(job, exc, where)
+            return
         src, dst = where["source"], where["destination"]
         if plan.offline:
             moved = dst.get("persistent") and not src.get("defined")
@@ -123,6 +128,42 @@ class Verification:
             if dom is not None:
                 self._record(dom, plan, job, job.result["outcome"], home_if_unset=None)
 
+    def _after_postcopy_failure(self, job, exc, where):
+        """Post-copy had switched over: the destination holds the VM's newest memory, the source a stale copy.
+
+        Resuming the source would run the VM from stale memory (and twice, once the destination resumes), so it is
+        never done: libvirt's post-copy resume is tried once, else the VM is left paused on the destination and
+        the result says it needs attention."""
+        plan = job.plan
+        resume = getattr(libvirt, "VIR_MIGRATE_POSTCOPY_RESUME", None)
+        problem = str(explain(exc, "post-copy failed"))
+        dom = None
+        try:
+            dom = _lookup(self.sconn, uuid=plan.uuid)
+        except (libvirt.libvirtError, AttributeError) as lookup_error:
+            problem += "; the source cannot be asked: %s" % lookup_error
+        if resume is not None and dom is not None:
+            job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
+                                        "action": "postcopy_resume", "detail": "post-copy failed (%s): resuming it"
+                                        % problem})
+            try:
+                dom.migrateToURI3(self.destination_uri, job.params, job.flags | resume)
+                self._after_success(job)
+                return
+            except libvirt.libvirtError as again:
+                problem += "; post-copy resume failed: %s" % str(again).strip()
+        elif resume is None:
+            problem += "; this libvirt has no post-copy resume"
+        where = self._locate(plan)
+        job.result["where"] = where
+        job.result["outcome"] = FAILED
+        job.result["needs_attention"] = (
+            "%s switched to post-copy and then failed: its newest memory is on %s, where libvirt leaves it paused;"
+            " the copy on %s is stale and was not resumed. Once both hosts answer, recover with `virsh migrate"
+            " --postcopy --postcopy-resume` from %s, or resume it on %s"
+            % (plan.name, self.destination, self.source, self.source, self.destination))
+        job.result["error"] = "%s; %s" % (problem, _where_text(plan.name, self.source, self.destination, where))
+
     def _locate(self, plan):
         """Where the VM is now: defined / running / persistent on source and destination (None: unknown)."""
         where = {"source": _presence(self.sconn, plan.uuid)}
@@ -139,16 +180,17 @@ class Verification:
         def note(detail):
             job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
                                         "action": "repair", "detail": detail})
+        src_known, dst_known = src.get("error") is None, dst.get("error") is None
         try:
             if dst.get("running") and dst.get("persistent") and src.get("defined") and not src.get("running"):
                 _lookup(self.sconn, uuid=plan.uuid).undefine()
                 note("removed the stale definition on %s (the VM runs on %s)" % (self.source, self.destination))
                 src["defined"] = False
-            elif src.get("running") and not src.get("persistent") and not dst.get("running"):
+            elif src.get("running") and not src.get("persistent") and dst_known and not dst.get("running"):
                 self.sconn.defineXML(plan.inactive_xml)
                 note("defined %s again on %s, where it runs" % (plan.name, self.source))
                 src["defined"] = src["persistent"] = True
-            elif dst.get("running") and not dst.get("persistent") and not src.get("defined"):
+            elif dst.get("running") and not dst.get("persistent") and src_known and not src.get("defined"):
                 self.dconn.defineXML(plan.inactive_xml)
                 note("defined %s on %s, where it runs" % (plan.name, self.destination))
                 dst["defined"] = dst["persistent"] = True
@@ -163,10 +205,18 @@ class Verification:
                 _lookup(self.dconn, uuid=plan.uuid).undefine()
                 note("removed the definition the failed migration left on %s" % self.destination)
                 dst["defined"] = False
-            if not src.get("defined") and not dst.get("defined") and dst.get("error") is None:
+            if src_known and dst_known and not src.get("defined") and not dst.get("defined"):
+                # Both hosts answered and neither has it: the only case where defining it again cannot double it.
                 self.sconn.defineXML(plan.inactive_xml)
                 note("%s was defined nowhere: defined it again on %s from its saved XML" % (
                     plan.name, self.source))
                 src["defined"] = True
+            elif not (src_known and dst_known) and not (src.get("running") and src.get("persistent")):
+                unread = [host for host, known in ((self.source, src_known), (self.destination, dst_known))
+                          if not known]
+                job.result["needs_attention"] = (
+                    "%s: its state on %s could not be read, so nothing was defined, started or removed: check"
+                    " with virsh on both hosts where it runs before doing anything" % (plan.name, ", ".join(unread)))
+                note("needs attention: " + job.result["needs_attention"])
         except (libvirt.libvirtError, AttributeError) as exc:
             note("repair failed: %s" % exc)

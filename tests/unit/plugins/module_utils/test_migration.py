@@ -301,6 +301,7 @@ def test_downtime_steps_then_post_copy_every_two_passes():
     assert actions[5] == [("downtime", 1200)]
     assert actions[7] == [("postcopy", "not converging")]
     assert all(actions[i] == [] for i in (1, 2, 4, 6, 8, 9))
+    esc.postcopy_started(7.1)   # the engine says libvirt accepted the switch
     assert [s["action"] for s in esc.steps] == ["downtime", "downtime", "postcopy"]
     assert esc.steps[0]["detail"] == "max downtime 300 -> 600 ms after 2 passes without converging"
 
@@ -332,6 +333,7 @@ def test_completion_timeout_aborts_once():
 def test_completion_timeout_may_switch_to_post_copy_instead():
     esc = escalator(timeout_s=10.0, escalation={"post_copy": True}, completion_timeout_action="postcopy")
     assert esc.observe(RUNNING_16S, 11.0)[0][0] == "postcopy"
+    esc.postcopy_started(11.1)
     # In post-copy nothing more is done: no abort is possible any more.
     assert esc.observe(RUNNING_16S, 500.0) == []
     assert esc.fired is None
