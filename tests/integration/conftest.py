@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -211,3 +212,43 @@ def recap(output):
         host, rest = line.split(":", 1)
         counters[host.strip()] = {k: int(v) for k, v in (item.split("=") for item in rest.split())}
     return counters
+
+
+def assert_fleet_invariants(lab, output="", ledger=None, names=None):
+    """The collection's promise after anything, as a person would check it with virsh on every host.
+
+    - every VM runs on exactly one host and is defined on exactly one (the same);
+    - none is left paused unless the output says it needs attention;
+    - the last ledger entry of each VM that moved names the host where it now is;
+    - no host under maintenance runs a VM (the lab's drains leave none by policy).
+    Returns {vm: host}."""
+    names = names or [guest["name"] for guest in lab.config["guests"]]
+    placement, problems = {}, []
+    for name in names:
+        defined, running = lab.locate_guest(name)
+        if len(running) != 1 or defined != running:
+            problems.append("%s: defined on %s, running on %s" % (name, defined, running))
+            continue
+        host = placement[name] = running[0]
+        state = lab.virsh(host, ["domstate", name], check=False).stdout.strip()
+        if state == "paused" and not re.search(r"needs[ _]attention", output, re.IGNORECASE):
+            problems.append("%s is paused on %s and the output does not say it needs attention" % (name, host))
+    if ledger and os.path.exists(ledger):
+        last = {}
+        with open(ledger, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    entry = json.loads(line)
+                    if entry.get("outcome") == "migrated":
+                        last[entry["vm"]] = entry
+        for name, entry in last.items():
+            if name in placement and placement[name] != entry["destination"]:
+                problems.append("the ledger says %s went to %s; it is on %s" % (name, entry["destination"],
+                                                                                placement[name]))
+    for host in lab.hosts:
+        if os.path.exists(os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", "maintenance.json")):
+            left = sorted(name for name, where in placement.items() if where == host)
+            if left:
+                problems.append("%s is marked under maintenance but runs %s" % (host, ", ".join(left)))
+    assert not problems, "fleet invariants broken:\n  " + "\n  ".join(problems)
+    return placement

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import lease_of, start_playbook, where_is
+from conftest import assert_fleet_invariants, lease_of, start_playbook, where_is
 
 pytestmark = pytest.mark.lab
 
@@ -66,6 +66,7 @@ def test_two_drains_at_once_never_exchange_vms(lab_at_home, ansible_env, tmp_pat
     assert running_on(lab, winner) == []
     for name in guests_of(lab, loser):
         assert where_is(lab, name)[1] == [loser], "%s left %s" % (name, loser)
+    assert_fleet_invariants(lab, outcome[winner][1], str(tmp_path / "ledger.jsonl"))
     assert_no_lease_left(lab)
 
 
@@ -90,6 +91,7 @@ def test_drain_and_return_of_the_same_host_at_once(lab_at_home, ansible_env, tmp
     assert drain_code == 0, drain_output[-3000:]
     assert running_on(lab, "hv1") == []
     assert os.path.exists(os.path.join(lab.host_dir("hv1"), "var-lib-libvirt", "hvmaint", "maintenance.json"))
+    assert_fleet_invariants(lab, drain_output, ledger)
     assert_no_lease_left(lab)
 
     # The other way round: a drain launched while a return holds hv1 refuses; every VM still comes home.
@@ -107,4 +109,5 @@ def test_drain_and_return_of_the_same_host_at_once(lab_at_home, ansible_env, tmp
     assert return_code == 0, return_output[-3000:]
     for name in guests_of(lab, "hv1"):
         assert where_is(lab, name)[1] == ["hv1"]
+    assert_fleet_invariants(lab, return_output, ledger)
     assert_no_lease_left(lab)

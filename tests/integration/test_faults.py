@@ -1,0 +1,144 @@
+"""The fault matrix on the lab: a fault strikes mid-migration, then the fleet's invariants are checked.
+
+Each case strikes once here (CI); scripts/soak-faults runs every case three times and prints a table (its results
+are in README.md). The invariants (conftest.assert_fleet_invariants): every VM runs on exactly one host and is
+defined on exactly one, none is left paused unless the output says it needs attention, the ledger matches where
+each VM is, and no host under maintenance runs a VM.
+
+The engine cases call live_migrate's engine from the controller, as tests/integration/test_live_migrate.py does,
+on the lab's Linux guest slowed to 2 MiB/s so that the migration is still running when the fault strikes. Two
+drains at once and a drain and a return of the same host at once are in test_coordination.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+from conftest import assert_fleet_invariants, lease_of, start_playbook
+from test_live_migrate import home_of, linux_guest, migrate, other_host, run_in_thread, wait_for_job
+from test_live_migrate import restore as restore_placement_after  # noqa: F401 pylint: disable=unused-import
+
+pytestmark = pytest.mark.lab
+
+TIERS = {"critical": ["work*"], "high": ["disk*"], "low": ["idle*"]}
+
+
+def strike_mid_migration(lab, fault, **options):
+    """Start the Linux guest's migration, let it run a second, call fault(source, destination, name); returns
+    (result, source, destination, name, the text a user would read)."""
+    guest = linux_guest(lab)
+    name = guest["name"]
+    source = home_of(lab, name)
+    destination = other_host(lab, source)
+    options.setdefault("bandwidth_mib_s", 2)
+    thread, box = run_in_thread(migrate, lab, [name], source, destination, **options)
+    wait_for_job(lab, source, name)
+    time.sleep(1.0)
+    fault(source, destination, name)
+    thread.join(180)
+    assert not thread.is_alive(), "the engine did not return after the fault"
+    assert "error" not in box, box.get("error")
+    result = box["result"][0]
+    text = json.dumps(result)
+    print("\n%s: %s: %s %s" % (fault.__name__, result["outcome"], result.get("error"),
+                               result.get("needs_attention") or ""))
+    for host in lab.hosts:
+        lab.wait_for_libvirt(host)  # a killed daemon is restarted, as an operator would
+    time.sleep(2)
+    return result, source, destination, name, text
+
+
+def kill_destination_libvirtd(lab):
+    def destination_libvirtd_killed(_source, destination, _name):
+        os.kill(lab.daemon_pid(destination, "libvirtd"), signal.SIGKILL)
+    return destination_libvirtd_killed
+
+
+def kill_destination_qemu(lab):
+    def destination_qemu_killed(_source, destination, name):
+        with open(os.path.join(lab.host_dir(destination), "run-libvirt", "qemu", "%s.pid" % name),
+                  encoding="utf-8") as handle:
+            os.kill(int(handle.read().strip()), signal.SIGKILL)
+    return destination_qemu_killed
+
+
+def cut_destination_link(lab, seconds=15):
+    def link_cut(_source, destination, _name):
+        lab.in_host(destination, ["ip", "link", "set", "eth0", "down"])
+        threading.Timer(seconds, lab.in_host, [destination, ["ip", "link", "set", "eth0", "up"]]).start()
+    return link_cut
+
+
+def restart_source_libvirtd(lab):
+    def source_libvirtd_restarted(source, _destination, _name):
+        os.kill(lab.daemon_pid(source, "libvirtd"), signal.SIGTERM)
+        deadline = time.time() + 20
+        while lab.daemon_pid(source, "libvirtd") is not None and time.time() < deadline:
+            time.sleep(0.2)
+        lab.wait_for_libvirt(source)
+    return source_libvirtd_restarted
+
+
+def no_fault(_source, _destination, _name):
+    """The completion timeout is the fault: the policy gives the migration too little time."""
+
+
+FAULTS = {
+    "destination_libvirtd_killed": (kill_destination_libvirtd, {}),
+    "destination_qemu_killed": (kill_destination_qemu, {}),
+    "link_cut": (cut_destination_link, {"progress_timeout_s": 8}),
+    "source_libvirtd_restarted": (restart_source_libvirtd, {}),
+    "completion_timeout": (lambda lab: no_fault, {"completion_timeout_s_per_gib": 1, "completion_timeout_min_s": 8}),
+}
+
+
+@pytest.mark.usefixtures("restore_placement_after")
+@pytest.mark.parametrize("case", sorted(FAULTS))
+def test_fault_mid_migration_keeps_every_vm_on_exactly_one_host(lab, case):
+    make_fault, options = FAULTS[case]
+    result, source, _destination, name, text = strike_mid_migration(lab, make_fault(lab), **dict(options))
+    assert result["outcome"] in ("failed", "migrated"), result
+    placement = assert_fleet_invariants(lab, text)
+    if result["outcome"] == "failed" and not result.get("needs_attention"):
+        assert placement[name] == source, "%s failed but is no longer on %s" % (name, source)
+
+
+def test_playbook_killed_mid_wave_then_rerun(lab_at_home, ansible_env, tmp_path):
+    lab = lab_at_home
+    ledger = str(tmp_path / "ledger.jsonl")
+    variables = {"drain_host_host": "hv1", "drain_host_tiers": TIERS, "drain_host_ledger": ledger,
+                 "drain_host_migration": {"bandwidth_mib_s": 8}}
+    log = str(tmp_path / "first.log")
+    first = start_playbook(lab, ansible_env, "drain_host.yml", variables, log)
+    guest = linux_guest(lab)["name"]
+    wait_for_job(lab, "hv1", guest, timeout=300)
+    os.killpg(first.pid, signal.SIGKILL)   # the controller dies: no clean-up, no abort, no release
+    first.wait(30)
+    holder = lease_of(lab, "hv1")
+    assert holder and holder["operation"] == "drain", "the killed drain left no lease: %s" % holder
+
+    # A plain rerun is refused: the dead job's lease still holds the host, and the refusal names it.
+    refused_log = str(tmp_path / "refused.log")
+    refused = start_playbook(lab, ansible_env, "drain_host.yml", variables, refused_log)
+    refused.wait(300)
+    with open(refused_log, encoding="utf-8") as handle:
+        refusal = handle.read()
+    assert refused.returncode != 0 and "held by job %s" % holder["job"] in refusal, refusal[-2000:]
+
+    # Naming the dead job takes its leases over; the drain resumes and finishes.
+    rerun_log = str(tmp_path / "rerun.log")
+    rerun = start_playbook(lab, ansible_env, "drain_host.yml", dict(variables, drain_host_lease_break=holder["job"]),
+                           rerun_log)
+    rerun.wait(600)
+    with open(rerun_log, encoding="utf-8") as handle:
+        output = handle.read()
+    print(output[-2500:])
+    assert rerun.returncode == 0, output[-3000:]
+    placement = assert_fleet_invariants(lab, output, ledger)
+    assert "hv1" not in placement.values()
+    assert all(lease_of(lab, host) is None for host in lab.hosts)
