@@ -604,11 +604,22 @@ class _Planner:
             heapq.heappush(heap, heapq.heappop(heap) + move["estimated_seconds"])
         return max([max(h) for h in slots.values()] or [0])
 
-    def _unknown_tier_error(self, unknown):
+    def _unknown_tier_warning(self, unknown):
+        # VM metadata is written by whoever can edit the domain: a name the run does not know must not stop a
+        # drain, nor rank a VM, so the VM gets the default tier and the run says so.
         if unknown:
-            raise HvmaintError("VMs have a metadata tier that is not in tier_order: %s (tiers, in order: %s; add the"
-                               " tier to tier_order or map the VMs with tiers)"
-                               % (known_list(unknown, 20), ", ".join(self.o.tier_order)))
+            self.warn("VMs have a metadata tier that is not in tier_order: %s; they get the default tier %s"
+                      " (tiers, in order: %s; add the tier to tier_order or map the VMs with tiers)"
+                      % (known_list(unknown, 20), self.o.default_tier, ", ".join(self.o.tier_order)))
+
+    def _unknown_home_warning(self, vms):
+        # metadata.home is untrusted too: a home that is no host of the fleet is reported, and no plan follows it.
+        strangers = sorted("%s (home %s)" % (vm.get("name"), home) for vm, home in
+                           ((vm, (vm.get("metadata") or {}).get("home")) for vm in vms)
+                           if home and home not in self.views)
+        if strangers:
+            self.warn("VMs name a home that is not a known host: %s; it is ignored, no return brings them there"
+                      % known_list(strangers, 20))
 
     def _pattern_warnings(self):
         for option, matcher in (("tiers", self.o.tiers), ("anti_affinity", self.o.groups)):
@@ -627,7 +638,8 @@ class _Planner:
         unknown_tiers = []
         items = [self._make_vm(vm, source, unknown_tiers) for vm in
                  sorted(host_vms(self.views[source].facts), key=lambda v: (v.get("name") or "", v.get("uuid") or ""))]
-        self._unknown_tier_error(unknown_tiers)
+        self._unknown_tier_warning(unknown_tiers)
+        self._unknown_home_warning(item.vm for item in items)
 
         live = {t: [] for t in self.o.tier_order}
         offline = {t: [] for t in self.o.tier_order}
@@ -727,7 +739,8 @@ class _Planner:
                              key=lambda v: (v.get("name") or "", v.get("uuid") or "")):
                 if (vm.get("metadata") or {}).get("home") == home:
                     items.append(self._make_vm(vm, name, unknown_tiers))
-        self._unknown_tier_error(unknown_tiers)
+        self._unknown_tier_warning(unknown_tiers)
+        self._unknown_home_warning(vm for name in sorted(self.views) for vm in host_vms(self.views[name].facts))
 
         cannot_return, actions = [], []
 

@@ -47,6 +47,37 @@ def append_entries(path, entries):
     return len(entries)
 
 
+def make_ready(path, check_mode=False):
+    """Create the ledger (and its directory) when missing, take its lock and append nothing, so a ledger that
+    cannot be written stops a run before its first change; returns True when the file was created.
+
+    In check mode nothing is created: the nearest existing directory must let this user create it, or the file
+    must be writable.
+    """
+    path = os.path.abspath(path)
+    exists = os.path.exists(path)
+    if check_mode:
+        if exists:
+            if os.path.isdir(path) or not os.access(path, os.W_OK):
+                raise OSError("%s cannot be appended to" % path)
+            return False
+        parent = os.path.dirname(path)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise OSError("cannot create %s: %s is not a writable directory" % (path, parent))
+        return False
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return not exists
+
+
 def read_entries(path):
     """Every entry of the ledger, oldest first ([] when there is no ledger yet)."""
     try:

@@ -64,11 +64,45 @@ def default_actor():
     return controller_user()
 
 
+class NotAMarkError(ValueError):
+    """The path holds something other than a maintenance mark."""
+
+
+# Keys every mark written by write_mark carries.
+_MARK_KEYS = ("since", "reason")
+
+
+def refuse_other_files(path):
+    """Raise NotAMarkError unless `path` is absent or holds a maintenance mark.
+
+    `path` is an option: a typo or a copy-paste must not make state=absent delete, or state=present overwrite,
+    some other file.
+    """
+    if not os.path.lexists(path):
+        return
+    why = None
+    if os.path.islink(path) or not os.path.isfile(path):
+        why = "it is not a regular file"
+    else:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                content = json.load(handle)
+        except (OSError, ValueError) as exc:
+            why = "it is not JSON (%s)" % exc
+        else:
+            if not isinstance(content, dict) or not all(key in content for key in _MARK_KEYS):
+                why = "it is JSON without the %s of a mark" % " and ".join(_MARK_KEYS)
+    if why:
+        raise NotAMarkError("%s is not a maintenance mark (%s): refusing to remove or overwrite it. Point path at"
+                            " a mark, or remove the file by hand if it is a damaged mark" % (path, why))
+
+
 def apply_mark(state, reason, by, path=DEFAULT_MARK_PATH, check_mode=False, now=None, job=None):
     """Set or clear the mark; returns {changed, maintenance, previous}. `job` (an AWX job id) is kept when given."""
     import socket
     import time
 
+    refuse_other_files(path)
     previous = read_mark(path)
     if state == "absent":
         if previous is not None and not check_mode:

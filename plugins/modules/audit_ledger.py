@@ -71,9 +71,13 @@ options:
     type: str
     version_added: 0.1.0
   state:
-    description: V(present) appends O(entries); V(read) returns the ledger in RV(entries) and changes nothing.
+    description:
+      - V(present) appends O(entries); V(read) returns the ledger in RV(entries) and changes nothing.
+      - V(ready) creates the ledger and its directory when missing, takes its lock and appends nothing: the roles
+        run it before their first change, so a ledger that cannot be written stops them with nothing changed.
+        In check mode it only checks that the file could be created or appended to.
     type: str
-    choices: [present, read]
+    choices: [present, read, ready]
     default: present
 """
 
@@ -96,7 +100,7 @@ EXAMPLES = r"""
 RETURN = r"""
 appended:
   description: How many entries were appended.
-  returned: O(state=present)
+  returned: O(state=present) and O(state=ready)
   type: int
   sample: 3
 entries:
@@ -114,6 +118,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import (
     append_entries,
     entries_from_actions,
     entries_from_migrations,
+    make_ready,
     read_entries,
 )
 
@@ -129,7 +134,7 @@ def main():
             operation=dict(type="str"),
             job=dict(type="str"),
             by=dict(type="str"),
-            state=dict(type="str", choices=["present", "read"], default="present"),
+            state=dict(type="str", choices=["present", "read", "ready"], default="present"),
         ),
         supports_check_mode=True,
     )
@@ -137,6 +142,8 @@ def main():
     try:
         if module.params["state"] == "read":
             module.exit_json(changed=False, entries=read_entries(path))
+        if module.params["state"] == "ready":
+            module.exit_json(changed=make_ready(path, module.check_mode), appended=0)
         job = module.params["job"] or os.environ.get("JOB_ID")
         by = module.params["by"]
         entries = list(module.params["entries"]) + entries_from_migrations(

@@ -52,6 +52,8 @@ options:
   path:
     description:
       - Where the mark is kept on the host.
+      - A file there that is not a maintenance mark (not a JSON object with C(since) and C(reason)) is never
+        removed or overwritten: the module fails and leaves it as it is.
     type: path
     default: /var/lib/libvirt/hvmaint/maintenance.json
 seealso:
@@ -86,6 +88,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._maintenance import (
     DEFAULT_MARK_PATH,
+    NotAMarkError,
     apply_mark,
 )
 
@@ -105,6 +108,8 @@ def main():
     try:
         result = apply_mark(params["state"], params["reason"], params["by"], params["path"],
                             check_mode=module.check_mode, job=params["job"])
+    except NotAMarkError as exc:
+        module.fail_json(msg=str(exc))
     except OSError as exc:
         module.fail_json(msg="cannot change the maintenance mark at %s: %s" % (params["path"], exc))
     if module._diff:

@@ -32,6 +32,11 @@ DEFAULT_PROGRESS_TIMEOUT_S = 150
 DEFAULT_ITERATIONS_PER_STEP = 2
 # Ceiling of a downtime step: QEMU accepts up to 2000 s, but a VM paused for minutes is no longer "live".
 MAX_DOWNTIME_STEP_MS = 60000
+# libvirt's own ceiling for a migration's bandwidth on 64-bit hosts (QEMU_DOMAIN_MIG_BANDWIDTH_MAX: QEMU takes
+# bytes/s in a signed 64-bit number); above it libvirt refuses the migration when it starts.
+MAX_BANDWIDTH_MIB_S = (2 ** 63 - 1) // (1024 * 1024)
+# Ours: a sanity ceiling; far fewer migrations at once already saturate a host and its link.
+MAX_PARALLEL = 64
 
 POLL_INTERVAL_S = 1.0
 # How often a watcher asks the destination whether the VM runs there yet (one cheap call): the moment it does, the
@@ -138,14 +143,14 @@ def validate_policy(options):
         elif value < minimum or (maximum is not None and value > maximum):
             problems.append("%s must be between %s and %s, not %s" % (key, minimum, maximum or "unbounded", value))
 
-    number("bandwidth_mib_s", options.get("bandwidth_mib_s"), 0)
+    number("bandwidth_mib_s", options.get("bandwidth_mib_s"), 0, MAX_BANDWIDTH_MIB_S)
     number("max_downtime_ms", options.get("max_downtime_ms"), 1, MAX_DOWNTIME_STEP_MS)
     number("parallel_connections", options.get("parallel_connections"), 1, 255)
     number("completion_timeout_s_per_gib", options.get("completion_timeout_s_per_gib"), 0)
     number("completion_timeout_min_s", options.get("completion_timeout_min_s"), 1)
     number("progress_timeout_s", options.get("progress_timeout_s"), 0)
-    number("max_parallel", options.get("max_parallel"), 1, 64)
-    number("max_parallel_per_destination", options.get("max_parallel_per_destination"), 1, 64)
+    number("max_parallel", options.get("max_parallel"), 1, MAX_PARALLEL)
+    number("max_parallel_per_destination", options.get("max_parallel_per_destination"), 1, MAX_PARALLEL)
     number("escalation.iterations_per_step", escalation.get("iterations_per_step"), 1, 100)
     for key, allowed in (("compression", COMPRESSION_METHODS), ("copy_storage", COPY_STORAGE_MODES),
                          ("completion_timeout_action", TIMEOUT_ACTIONS), ("shutoff_vms", SHUTOFF_CHOICES),

@@ -207,8 +207,21 @@ def test_unknown_tiers_fail_clearly():
         plan_evacuation(lab(), "hv1", unplaceable_policy={"low": "delete"})
     hosts = lab()
     host(hosts, "hv1")["vms"][0]["metadata"]["tier"] = "critcal"
-    with pytest.raises(HvmaintError, match=r"metadata tier that is not in tier_order: db1 \(tier critcal\)"):
-        plan_evacuation(hosts, "hv1")
+    # VM metadata is untrusted: an unknown tier there gets the default tier, with a warning, and stops nothing.
+    plan = plan_evacuation(hosts, "hv1", unplaceable_policy={"normal": "leave", "low": "leave"})
+    assert next(m for m in plan["moves"] if m["vm"] == "db1")["tier"] == "normal"
+    assert any(w.startswith("VMs have a metadata tier that is not in tier_order: db1 (tier critcal); they get the"
+                            " default tier normal") for w in plan["warnings"]), plan["warnings"]
+
+
+def test_a_metadata_home_that_is_no_known_host_is_reported_not_obeyed():
+    hosts = lab()
+    host(hosts, "hv1")["vms"][0]["metadata"]["home"] = "hv9"
+    plan = plan_evacuation(hosts, "hv1")
+    assert any("db1 (home hv9)" in w and "not a known host" in w for w in plan["warnings"]), plan["warnings"]
+    back = plan_return(hosts, "hv2")
+    assert "db1" not in [m["vm"] for m in back["moves"]]
+    assert any("db1 (home hv9)" in w for w in back["warnings"]), back["warnings"]
 
 
 def test_custom_tier_order():
@@ -218,8 +231,10 @@ def test_custom_tier_order():
     assert plan["ok"] is True
     assert [m["vm"] for m in plan["waves"][0]["moves"]] == ["db1", "db2", "dns1"]
     assert {w["tier"] for w in plan["waves"][1:]} == {"normal"}
-    with pytest.raises(HvmaintError, match=r"metadata tier that is not in tier_order"):
-        plan_evacuation(lab(), "hv1", tier_order=["gold", "normal"])  # metadata says critical, high, low
+    # metadata says critical, high, low: those VMs get the default tier, with a warning
+    plan = plan_evacuation(lab(), "hv1", tier_order=["gold", "normal"], unplaceable_policy={"normal": "shutdown"})
+    assert {m["tier"] for m in plan["moves"]} == {"normal"}
+    assert any("metadata tier that is not in tier_order" in w for w in plan["warnings"])
 
 
 def test_unknown_hosts_fail_clearly():

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+
+import pytest
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils import _ledger as ledger
 
@@ -50,3 +53,23 @@ def test_entries_from_live_migrate_results():
     assert entry["time"] == "2025-11-25T12:00:00Z"
     assert (entry["vm"], entry["tier"], entry["duration_s"], entry["data_bytes"], entry["operation"], entry["job"],
             entry["by"]) == ("db1", "critical", 2.5, 1000, "drain", "42", "alice")
+
+
+def test_make_ready_creates_and_locks_the_ledger_and_writes_nothing(tmp_path):
+    path = tmp_path / "logs" / "ledger.jsonl"
+    assert ledger.make_ready(str(path), check_mode=True) is False and not path.exists()
+    assert ledger.make_ready(str(path)) is True
+    assert path.read_bytes() == b""
+    ledger.append_entries(str(path), [{"vm": "a"}])
+    before = path.read_bytes()
+    assert ledger.make_ready(str(path)) is False and path.read_bytes() == before
+
+
+def test_make_ready_refuses_an_unusable_path(tmp_path):
+    for bad in (str(tmp_path), "/proc/hvmaint/ledger.jsonl", "/proc/version"):
+        with pytest.raises(OSError):
+            ledger.make_ready(bad)
+    # Check mode asks access(), which lets root write almost anywhere; a directory is refused even so.
+    with pytest.raises(OSError, match="cannot be appended to"):
+        ledger.make_ready(str(tmp_path), check_mode=True)
+    assert not os.path.exists("/proc/hvmaint")

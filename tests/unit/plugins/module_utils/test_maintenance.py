@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ansible_collections.hvmaint.libvirt.plugins.module_utils import _maintenance as maintenance
 
 
@@ -49,3 +51,27 @@ def test_the_mark_keeps_the_awx_job_that_set_it(tmp_path):
     mark = maintenance.apply_mark("present", "firmware", "alice", path, job="4711")["maintenance"]
     assert (mark["by"], mark["job"]) == ("alice", "4711")
     assert maintenance.read_mark(path)["job"] == "4711"
+
+
+def test_a_file_that_is_not_a_mark_is_never_removed_or_overwritten(tmp_path):
+    others = {"text": "root:x:0:0:root:/root:/bin/bash\n", "json list": "[1, 2]", "other json": '{"a": 1}',
+              "damaged mark": "{not json"}
+    for label, content in others.items():
+        path = tmp_path / label.replace(" ", "-")
+        path.write_text(content)
+        for state in ("absent", "present"):
+            for check_mode in (False, True):
+                with pytest.raises(maintenance.NotAMarkError, match="is not a maintenance mark"):
+                    maintenance.apply_mark(state, "x", "a", str(path), check_mode=check_mode)
+        assert path.read_text() == content, label
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    with pytest.raises(maintenance.NotAMarkError, match="not a regular file"):
+        maintenance.apply_mark("absent", None, None, str(directory))
+    target = tmp_path / "target"
+    target.write_text('{"since": "x", "reason": "y"}')
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(maintenance.NotAMarkError, match="not a regular file"):
+        maintenance.apply_mark("absent", None, None, str(link))
+    assert link.is_symlink() and target.exists()

@@ -15,6 +15,7 @@ import pytest
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.lookups import _memory_bytes
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import (
+    MAX_BANDWIDTH_MIB_S,
     POLICY_OPTIONS,
     Escalator,
     completion_timeout_s,
@@ -403,3 +404,14 @@ def test_progress_file_is_written_atomically(tmp_path):
     write_progress_file(str(path), {"finished": True, "vms": []})
     assert path.read_text() == '{"finished": true, "vms": []}'
     assert not (tmp_path / "async" / "progress.json.tmp").exists()
+
+
+def test_limits_are_libvirts_and_the_engines():
+    # Above libvirt's QEMU_DOMAIN_MIG_BANDWIDTH_MAX (INT64_MAX bytes/s in MiB/s) libvirt refuses at migration time.
+    assert MAX_BANDWIDTH_MIB_S == 8796093022207
+    validate_policy({"bandwidth_mib_s": MAX_BANDWIDTH_MIB_S})
+    for options, words in (({"bandwidth_mib_s": MAX_BANDWIDTH_MIB_S + 1}, "bandwidth_mib_s must be between 0"),
+                           ({"max_parallel": 100}, "max_parallel must be between 1 and 64"),
+                           ({"max_parallel_per_destination": 0}, "max_parallel_per_destination must be between")):
+        with pytest.raises(HvmaintError, match=words):
+            validate_policy(options)
