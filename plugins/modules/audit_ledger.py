@@ -73,7 +73,7 @@ options:
   state:
     description:
       - V(present) appends O(entries); V(read) returns the ledger in RV(entries) and changes nothing.
-      - V(ready) creates the ledger and its directory when missing, takes its lock and appends nothing: the roles
+      - V(ready) creates the ledger and its directory when missing, takes its lock and appends nothing. The roles
         run it before their first change, so a ledger that cannot be written stops them with nothing changed.
         In check mode it only checks that the file could be created or appended to.
     type: str

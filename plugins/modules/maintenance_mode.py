@@ -53,7 +53,7 @@ options:
     description:
       - Where the mark is kept on the host.
       - A file there that is not a maintenance mark (not a JSON object with C(since) and C(reason)) is never
-        removed or overwritten: the module fails and leaves it as it is.
+        removed or overwritten; the module fails and leaves it as it is.
     type: path
     default: /var/lib/libvirt/hvmaint/maintenance.json
 seealso:
