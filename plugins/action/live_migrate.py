@@ -21,6 +21,9 @@ import time
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._recorded import (
+    dry_run, load_facts, recorded_facts_path)
+
 display = Display()
 
 # async_wrapper kills the module after this many seconds; the module enforces its own, finer timeouts, so this
@@ -66,6 +69,11 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         args = dict(self._task.args)
+        recorded = recorded_facts_path(task_vars, self._task.delegate_to)
+        if recorded and self._task.check_mode:
+            # A simulated host (tests, benchmarks): the dry-run is answered from its recorded facts.
+            result.update(dry_run(load_facts(self._templar.template(recorded)), args))
+            return result
         sync_reason = None
         if self._task.async_val:
             sync_reason = "the task sets async: Ansible's own async handling runs it, without progress lines"

@@ -11,9 +11,12 @@ options:
     description:
       - Facts of every host to consider (the source and every candidate destination), the
         RV(hvmaint.libvirt.hypervisor_info#module:hypervisor) results of M(hvmaint.libvirt.hypervisor_info).
+      - Default is the facts that the role P(hvmaint.libvirt.fleet_facts#role) read on the play's hosts, read by the
+        action plugin on the controller (with O(host_overrides) from the inventory, when that is not given
+        either), so no copy of the fleet passes through the task's arguments. Hosts whose facts could not be read
+        are left out.
     type: list
     elements: dict
-    required: true
   cpu_matrix:
     description:
       - The RV(hvmaint.libvirt.cpu_compat#module:matrix) of M(hvmaint.libvirt.cpu_compat), a list of

@@ -56,3 +56,13 @@ def summary_lines(vms):
         lines.append("%-24s %-10s %-10s %-8d %s" % (
             vm["name"], vm["host"] or "-", vm["home"] or "-", len(vm["moves"]), "; ".join(vm["problems"]) or "-"))
     return lines
+
+
+def host_lines(hosts_facts):
+    """One line per host: its name, whether it is under maintenance, how many VMs run there."""
+    lines = []
+    for host in hosts_facts:
+        state = "UNDER MAINTENANCE" if host.get("maintenance") else "in service"
+        running = sum(vm.get("state") == "running" for vm in host.get("vms") or ())
+        lines.append("%s - %s - %d running VMs" % (host["name"], state, running))
+    return lines

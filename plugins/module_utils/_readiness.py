@@ -50,7 +50,7 @@ _REMOVABLE = frozenset(("cdrom", "floppy"))
 
 # The options that migration_readiness and evacuation_plan share (documented in doc_fragments/capacity.py).
 CAPACITY_ARGUMENT_SPEC = dict(
-    hosts=dict(type="list", elements="dict", required=True),
+    hosts=dict(type="list", elements="dict"),
     cpu_matrix=dict(type="list", elements="dict"),
     host_overrides=dict(type="dict"),
     memory_overcommit=dict(type="float", default=1.0),

@@ -115,6 +115,13 @@ options:
       - Without this option, predicted times are the lower bound of the notes below.
     type: path
     version_added: 0.1.0
+  migration_uris:
+    description:
+      - Migration URI of each destination that needs one, by host name (the inventory variable
+        C(hvmaint_migration_uri); the lookup P(hvmaint.libvirt.fleet_facts#lookup) returns them as V(migration_uris)).
+      - Copied into RV(live_migrate_moves), so the plan is M(hvmaint.libvirt.live_migrate)'s input as it is.
+    type: dict
+    default: {}
 notes:
   - Free memory of a host is O(memory_overcommit) times its declared memory, minus O(memory_reserve_mib), minus
     the memory of the VMs it runs and of the VMs the plan sends there.
@@ -202,6 +209,23 @@ waves:
       description: The moves, as in RV(moves).
       type: list
       elements: dict
+    live_migrate_moves:
+      description: The wave's moves as M(hvmaint.libvirt.live_migrate)'s O(hvmaint.libvirt.live_migrate#module:moves).
+      type: list
+      elements: dict
+live_migrate_moves:
+  description:
+    - Every move as an item of M(hvmaint.libvirt.live_migrate)'s O(hvmaint.libvirt.live_migrate#module:moves),
+      with C(name), C(destination) and C(destination_uri) (from O(migration_uris), else V(null)).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{name: web1, destination: hv2, destination_uri: "qemu+tls://hv2.example.com/system"}]
+moved_lines:
+  description: One line per move (C(vm -> destination (tier)) for a drain, C(vm <- holding host) for a return).
+  returned: success
+  type: list
+  elements: str
 moves:
   description: Every move, in order.
   returned: success
@@ -318,52 +342,76 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan i
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import read_entries
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._plan_output import (
+    add_live_migrate_moves,
+    drain_lines,
+    return_lines,
+)
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import CAPACITY_ARGUMENT_SPEC
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            **CAPACITY_ARGUMENT_SPEC,
-            source=dict(type="str"),
-            return_to=dict(type="str"),
-            tier_order=dict(type="list", elements="str", default=["critical", "high", "normal", "low"]),
-            tiers=dict(type="dict"),
-            default_tier=dict(type="str", default="normal"),
-            anti_affinity=dict(type="dict"),
-            strict_anti_affinity=dict(type="bool", default=False),
-            unplaceable_policy=dict(type="dict"),
-            shutoff_vms=dict(type="str", choices=["move", "leave"], default="move"),
-            exclude_hosts=dict(type="list", elements="str"),
-            max_parallel_per_source=dict(type="int", default=2),
-            max_wave_size=dict(type="int"),
-            ledger=dict(type="path"),
-        ),
-        mutually_exclusive=[("source", "return_to")],
-        required_one_of=[("source", "return_to")],
-        supports_check_mode=True,
+def argument_spec():
+    return dict(
+        **CAPACITY_ARGUMENT_SPEC,
+        source=dict(type="str"),
+        return_to=dict(type="str"),
+        tier_order=dict(type="list", elements="str", default=["critical", "high", "normal", "low"]),
+        tiers=dict(type="dict"),
+        default_tier=dict(type="str", default="normal"),
+        anti_affinity=dict(type="dict"),
+        strict_anti_affinity=dict(type="bool", default=False),
+        unplaceable_policy=dict(type="dict"),
+        shutoff_vms=dict(type="str", choices=["move", "leave"], default="move"),
+        exclude_hosts=dict(type="list", elements="str"),
+        max_parallel_per_source=dict(type="int", default=2),
+        max_wave_size=dict(type="int"),
+        ledger=dict(type="path"),
+        migration_uris=dict(type="dict", default={}),
     )
-    options = dict(module.params)
+
+
+MUTUALLY_EXCLUSIVE = [("source", "return_to")]
+REQUIRED_ONE_OF = [("source", "return_to")]
+
+
+def plan(params, warn=None):
+    """The module's result for validated `params`; raises HvmaintError; `warn(message)` reports what the task
+    should show as a warning. The action plugin calls it too."""
+    if params["hosts"] is None:
+        raise HvmaintError("no hosts: give hosts, or read them with the role hvmaint.libvirt.fleet_facts first")
+    options = dict(params)
     hosts = options.pop("hosts")
     source = options.pop("source")
     return_to = options.pop("return_to")
     ledger = options.pop("ledger")
+    migration_uris = options.pop("migration_uris")
     if ledger is not None:
         try:
             options["history"] = read_entries(ledger)
         except (OSError, ValueError) as e:
             # Predictions are a help, never a reason not to plan.
-            module.warn("cannot learn from the audit ledger %s, the default model predicts: %s" % (ledger, e))
+            if warn is not None:
+                warn("cannot learn from the audit ledger %s, the default model predicts: %s" % (ledger, e))
             options["history"] = []
-    try:
-        if source is not None:
-            result = plan_evacuation(hosts, source, **options)
-        else:
-            result = plan_return(hosts, return_to, **options)
-    except HvmaintError as e:
-        module.fail_json(msg=str(e))
+    if source is not None:
+        result = plan_evacuation(hosts, source, **options)
+    else:
+        result = plan_return(hosts, return_to, **options)
     # Ansible treats a top-level "warnings" key as the module's own warnings.
     result["plan_warnings"] = result.pop("warnings")
+    add_live_migrate_moves(result, migration_uris)
+    result["moved_lines"] = drain_lines(result["moves"]) if source is not None else return_lines(result["moves"],
+                                                                                                 return_to)
+    return result
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=MUTUALLY_EXCLUSIVE,
+                           required_one_of=REQUIRED_ONE_OF, supports_check_mode=True)
+    try:
+        result = plan(module.params, module.warn)
+    except HvmaintError as e:
+        module.fail_json(msg=str(e))
     module.exit_json(changed=False, **result)
 
 

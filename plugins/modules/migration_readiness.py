@@ -193,18 +193,26 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client im
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import CAPACITY_ARGUMENT_SPEC, assess
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            **CAPACITY_ARGUMENT_SPEC,
-            source=dict(type="str", required=True),
-            vms=dict(type="list", elements="str"),
-            destinations=dict(type="list", elements="str"),
-        ),
-        supports_check_mode=True,
+def argument_spec():
+    return dict(
+        **CAPACITY_ARGUMENT_SPEC,
+        source=dict(type="str", required=True),
+        vms=dict(type="list", elements="str"),
+        destinations=dict(type="list", elements="str"),
     )
+
+
+def readiness(params, warn=None):  # pylint: disable=unused-argument
+    """The module's result for validated `params`; raises HvmaintError. The action plugin calls it too."""
+    if params["hosts"] is None:
+        raise HvmaintError("no hosts: give hosts, or read them with the role hvmaint.libvirt.fleet_facts first")
+    return assess(**params)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
-        result = assess(**module.params)
+        result = readiness(module.params)
     except HvmaintError as e:
         module.fail_json(msg=str(e))
     module.exit_json(changed=False, **result)

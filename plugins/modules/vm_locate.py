@@ -22,10 +22,12 @@ extends_documentation_fragment:
   - hvmaint.libvirt.attributes.INFO_MODULE
 options:
   hosts:
-    description: The RV(hvmaint.libvirt.hypervisor_info#module:hypervisor) facts of every hypervisor to look at.
+    description:
+      - The RV(hvmaint.libvirt.hypervisor_info#module:hypervisor) facts of every hypervisor to look at.
+      - Default is the facts that the role P(hvmaint.libvirt.fleet_facts#role) read on the play's hosts, read by the
+        action plugin on the controller.
     type: list
     elements: dict
-    required: true
   names:
     description:
       - Only these VMs. A name found on no host is listed in RV(not_found) and fails the task when
@@ -85,38 +87,57 @@ summary_lines:
   returned: always
   type: list
   elements: str
+host_lines:
+  description: One line per host of O(hosts), for people, such as C(hv1 - in service - 7 running VMs).
+  returned: always
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import read_entries
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._locate import locate, summary_lines
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._locate import host_lines, locate, summary_lines
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            hosts=dict(type="list", elements="dict", required=True),
-            names=dict(type="list", elements="str"),
-            fail_on_missing=dict(type="bool", default=True),
-            ledger=dict(type="path"),
-        ),
-        supports_check_mode=True,
+def argument_spec():
+    return dict(
+        hosts=dict(type="list", elements="dict"),
+        names=dict(type="list", elements="str"),
+        fail_on_missing=dict(type="bool", default=True),
+        ledger=dict(type="path"),
     )
-    params = module.params
-    bad = [i for i, host in enumerate(params["hosts"]) if "name" not in host or "vms" not in host]
+
+
+def find(params, warn=None):  # pylint: disable=unused-argument
+    """The module's result for validated `params` (with C(failed) and C(msg) when a name is on no host); raises
+    HvmaintError. The action plugin calls it too."""
+    bad = [i for i, host in enumerate(params["hosts"] or ()) if "name" not in host or "vms" not in host]
     if bad:
-        module.fail_json(msg="hosts[%s] are not hypervisor_info facts (they need name and vms)"
-                         % ", ".join(map(str, bad)))
+        raise HvmaintError("hosts[%s] are not hypervisor_info facts (they need name and vms)"
+                           % ", ".join(map(str, bad)))
     try:
         ledger = read_entries(params["ledger"]) if params["ledger"] else None
     except (OSError, ValueError) as exc:
-        module.fail_json(msg="cannot read the audit ledger %s: %s" % (params["ledger"], exc))
-    vms, not_found = locate(params["hosts"], params["names"], ledger)
-    result = dict(changed=False, vms=vms, not_found=not_found, summary_lines=summary_lines(vms))
+        raise HvmaintError("cannot read the audit ledger %s: %s" % (params["ledger"], exc)) from exc
+    vms, not_found = locate(params["hosts"] or [], params["names"], ledger)
+    result = dict(vms=vms, not_found=not_found, summary_lines=summary_lines(vms),
+                  host_lines=host_lines(params["hosts"] or []))
     if not_found and params["fail_on_missing"]:
-        module.fail_json(msg="no host has a VM named %s" % ", ".join(not_found), **result)
-    module.exit_json(**result)
+        result.update(failed=True, msg="no host has a VM named %s" % ", ".join(not_found))
+    return result
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        result = find(module.params)
+    except HvmaintError as e:
+        module.fail_json(msg=str(e))
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == "__main__":

@@ -558,7 +558,6 @@ class Lab:
                  "    hvmaint_lab_controller_pki: %s" % self.controller_pki(),
                  "    # The lab's hosts are namespaces of this machine: rebooting one would reboot the machine.",
                  "    rolling_maintenance_reboot: false",
-                 "    hvmaint_lab: true",
                  "    # Migration streams are encrypted too (QEMU's TLS, certificates in each host's /etc/pki/qemu).",
                  "    hvmaint_tls_stream: true",
                  "  children:", "    hypervisors:", "      hosts:"]

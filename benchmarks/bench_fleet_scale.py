@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""The shipped playbooks over simulated fleets of growing size: wall time and the controller's peak memory.
+
+For each fleet size (default 100, 300 and 1,000 hosts with 10 VMs each, tests/sim/simulated_fleet.py), runs
+through the real roles and modules: the drain of sim0000 in check mode (facts, CPU check, plan, dry-run, mark,
+waves, report), the return of sim0001 in check mode, the preflight of sim0000 and the report. Sizes alternate
+within each round, and the median of the rounds is kept. Peak memory is the largest resident set of any
+controller process of the run (ansible-playbook and its workers, getrusage of the children).
+
+Run from the repository root, with the environment of COMMON/README (ANSIBLE_CONFIG, ANSIBLE_COLLECTIONS_PATH):
+    .venv/bin/python benchmarks/bench_fleet_scale.py --sizes 100 300 1000 --rounds 1 --forks 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "sim"))
+
+from simulated_fleet import write_fleet  # noqa: E402
+
+RUNS = [
+    ("drain --check", "drain_host.yml", ["-e", "drain_host_host=sim0000", "--check"]),
+    ("return --check", "return_host.yml", ["-e", "return_host_host=sim0001", "--check"]),
+    ("preflight", "preflight.yml", ["-e", "preflight_host=sim0000"]),
+    ("report", "report.yml", []),
+]
+
+
+def run_playbook(inventory, playbook, extra, forks, ledger):
+    """Wall seconds and peak RSS (MiB) of one ansible-playbook run, in a child process of its own so that
+    getrusage(RUSAGE_CHILDREN) measures this run alone."""
+    code = (
+        "import resource, subprocess, sys, time\n"
+        "start = time.perf_counter()\n"
+        "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT).returncode\n"
+        "wall = time.perf_counter() - start\n"
+        "print(rc, wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    args = [sys.executable, "-c", code, "ansible-playbook", "-i", inventory, "-f", str(forks),
+            os.path.join(REPO, "playbooks", playbook), "-e", "drain_host_ledger=%s" % ledger,
+            "-e", "return_host_ledger=%s" % ledger] + extra
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+    rc, wall, rss_kib = int(out[0]), float(out[1]), int(out[2])
+    if rc != 0:
+        raise SystemExit("%s failed (rc %d): rerun it by hand to see why: %s" % (playbook, rc, " ".join(args[3:])))
+    return wall, rss_kib / 1024.0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000])
+    parser.add_argument("--vms-per-host", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--forks", type=int, default=10)
+    parser.add_argument("--only", choices=[label for label, _, _ in RUNS], nargs="+")
+    args = parser.parse_args()
+    runs = [run for run in RUNS if not args.only or run[0] in args.only]
+    with tempfile.TemporaryDirectory(prefix="hvmaint-fleet-") as tmp:
+        inventories = {size: write_fleet(os.path.join(tmp, str(size)), size, args.vms_per_host)
+                       for size in args.sizes}
+        figures = {}
+        for round_no in range(args.rounds):
+            for label, playbook, extra in runs:
+                for size in args.sizes:
+                    wall, rss = run_playbook(inventories[size], playbook, extra, args.forks,
+                                             os.path.join(tmp, "ledger.jsonl"))
+                    figures.setdefault((label, size), []).append((wall, rss))
+                    print("round %d  %-15s %5d hosts  %7.1f s  %7.0f MiB" % (round_no + 1, label, size, wall, rss),
+                          flush=True)
+        print()
+        print("| run | " + " | ".join("%d hosts, %d VMs" % (s, s * args.vms_per_host) for s in args.sizes)
+              + " | seconds per 100 hosts (first to last size) |")
+        print("| --- |" + " --- |" * (len(args.sizes) + 1))
+        for label, _, _ in runs:
+            cells, walls = [], []
+            for size in args.sizes:
+                wall = statistics.median(w for w, _ in figures[(label, size)])
+                rss = max(r for _, r in figures[(label, size)])
+                walls.append(wall)
+                cells.append("%.1f s, %.0f MiB" % (wall, rss))
+            slope = (walls[-1] - walls[0]) / (args.sizes[-1] - args.sizes[0]) * 100 if len(walls) > 1 else 0
+            print("| %s | %s | %.1f s |" % (label, " | ".join(cells), slope))
+    print("load average at the end: %.1f %.1f %.1f" % os.getloadavg())
+
+
+if __name__ == "__main__":
+    main()

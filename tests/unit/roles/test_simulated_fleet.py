@@ -1,0 +1,104 @@
+"""The shipped playbooks over a small simulated fleet (tests/sim/simulated_fleet.py), through the real roles: the
+same tasks as on real hosts, with recorded facts instead of libvirt daemons. One host is unreachable and one
+cannot be read: they are named, left out, never destinations, and the play still succeeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.join(REPO, "tests", "sim"))
+
+from simulated_fleet import write_fleet  # noqa: E402
+
+UNREACHABLE, BROKEN = "sim0013", "sim0014"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fleet")
+    inventory = write_fleet(str(out), 16, 10)
+    with open(inventory, encoding="utf-8") as handle:
+        document = json.load(handle)
+    hosts = document["all"]["children"]["hypervisors"]["hosts"]
+    # Nothing listens on port 1 of the loopback: SSH to it is refused at once.
+    hosts[UNREACHABLE].update(ansible_connection="ssh", ansible_host="127.0.0.1", ansible_port=1)
+    hosts[UNREACHABLE].pop("hvmaint_recorded_facts")
+    hosts[BROKEN]["hvmaint_recorded_facts"] = str(out / "no-such-file.json")
+    with open(inventory, "w", encoding="utf-8") as handle:
+        json.dump(document, handle)
+    return out, inventory
+
+
+def run(fleet, playbook, *extra):
+    out, inventory = fleet
+    record = str(out / ("%s.json" % playbook))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, ".tmp", "collections"),
+               ANSIBLE_CALLBACK_PLUGINS=os.path.join(REPO, "tests", "sim", "callback_plugins"),
+               ANSIBLE_CALLBACKS_ENABLED="record_results", HVMAINT_RECORD_RESULTS=record)
+    ledger = str(out / "ledger.jsonl")
+    result = subprocess.run(
+        ["ansible-playbook", "-i", inventory, os.path.join(REPO, "playbooks", playbook), "-e",
+         "drain_host_ledger=%s" % ledger, "-e", "return_host_ledger=%s" % ledger, *extra],
+        env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    with open(record, encoding="utf-8") as handle:
+        return dict(json.load(handle), output=result.stdout)
+
+
+def task_results(report, name):
+    """{host: result} of the task called `name` (its last run on each host)."""
+    results = {entry["host"]: dict(entry["result"], status=entry["status"]) for entry in report["tasks"]
+               if entry["task"] == name}
+    assert results, "no task named %r ran" % name
+    return results
+
+
+def left_out_lines(report):
+    results = task_results(report, "Name the hosts left out (unreachable, or their facts could not be read); "
+                                   "they are never destinations")
+    return next(iter(results.values()))["msg"]
+
+
+def test_check_mode_drain_plans_around_the_hosts_it_cannot_read(fleet):
+    report = run(fleet, "drain_host.yml", "-e", "drain_host_host=sim0000", "--check")
+    lines = left_out_lines(report)
+    assert lines[0] == "14 hypervisors read"
+    assert any(line.startswith("left out: %s (unreachable" % UNREACHABLE) for line in lines), lines
+    assert any(line.startswith("left out: %s (its facts could not be read" % BROKEN) for line in lines), lines
+    plan = next(iter(task_results(report, "Plan where each VM goes").values()))
+    assert plan["ok"] and len(plan["moves"]) == 10
+    destinations = {move["destination"] for move in plan["moves"]}
+    assert destinations and not destinations & {UNREACHABLE, BROKEN, "sim0000"}
+    # The plan is live_migrate's input as it is, and the report lines come from the planner.
+    assert plan["live_migrate_moves"] == [{"name": m["vm"], "destination": m["destination"], "destination_uri": None}
+                                          for m in plan["moves"]]
+    assert next(iter(task_results(report, "Report what moved where").values()))["msg"] == plan["moved_lines"]
+    # Only the facts ran on every host; the drain's own tasks ran once.
+    dry_run = task_results(report, "Dry-run every planned move from the drained host before anything moves")
+    assert len(dry_run) == 1 and next(iter(dry_run.values()))["changed"]
+    assert report["stats"][UNREACHABLE]["ignored"] == 1 and report["stats"][UNREACHABLE]["unreachable"] == 0
+    assert report["stats"][BROKEN]["ignored"] == 1 and report["stats"][BROKEN]["failures"] == 0
+
+
+def test_check_mode_return_preflight_and_report(fleet):
+    report = run(fleet, "return_host.yml", "-e", "return_host_host=sim0001", "--check")
+    plan = next(iter(task_results(report, "Plan bringing home every VM whose home is this host").values()))
+    assert plan["ok"] and sorted(m["vm"] for m in plan["moves"]) == sorted("sim0001-%s" % s for s in (
+        "db1-0", "dns1-1", "web1-2", "web2-3", "batch1-4", "paused1-5", "old1-6", "app1-7", "mon1-8", "cache1-9"))
+    dry_run = task_results(report, "Dry-run every planned move home before anything moves")
+    assert sorted(h for h, r in dry_run.items() if r.get("changed")) == ["sim%04d" % i for i in range(2, 12)]
+
+    report = run(fleet, "preflight.yml", "-e", "preflight_host=sim0000")
+    readiness = next(iter(task_results(report, "Find what would stop or harm each migration").values()))
+    assert len(readiness["vm_summaries"]) == 10
+
+    report = run(fleet, "report.yml")
+    hosts = next(iter(task_results(report, "Show the hosts").values()))["msg"]
+    assert len(hosts) == 14 and "sim0001 - in service - 0 running VMs" in hosts
