@@ -54,6 +54,7 @@ def test_awx_cancel_leaves_the_migration_running_and_abort_stops_it(lab_at_home,
 
     env = {key: ansible_env[key] for key in ("ANSIBLE_CONFIG", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_NOCOLOR")}
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    (tmp_path / "runner").mkdir()
     started = time.time()
     thread, runner = ansible_runner.run_async(
         private_data_dir=str(tmp_path / "runner"),
