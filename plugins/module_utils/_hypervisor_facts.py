@@ -13,16 +13,17 @@ import xml.etree.ElementTree as ET
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, explain
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._maintenance import read_mark
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._storage import (
+    disk_source,
+    local_filesystem_of,
+    pool_type_is_shared,
+    where_stored,
+)
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata import metadata_from_domain_xml
 
 # libvirt's virDomainState numbers, in order.
 DOMAIN_STATES = ("nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended")
 
-# Storage that every host of a cluster can usually reach.
-SHARED_POOL_TYPES = frozenset(("netfs", "rbd", "gluster", "iscsi", "iscsi-direct", "sheepdog", "vstorage"))
-LOCAL_POOL_TYPES = frozenset(("dir", "fs", "logical", "disk", "scsi", "mpath", "zfs"))
-SHARED_FILESYSTEMS = frozenset(("nfs", "nfs4", "cifs", "smb3", "glusterfs", "fuse.glusterfs", "ceph", "ocfs2",
-                                "gfs2", "fuse.cephfs", "virtiofs", "9p", "lustre", "beegfs", "gpfs"))
 VIRTUALIZATION_EXTENSIONS = {"vmx": "Intel VT-x", "svm": "AMD-V"}
 
 
@@ -112,15 +113,10 @@ def parse_disks(devices, pools, filesystem_of=None):
             pool = next((p for p in pools if p["name"] == source.get("pool")), None)
         elif path:
             pool = _pool_for_path(path, pools)
-        if disk_type == "network":
-            shared = True
-        elif pool is not None:
-            shared = pool.get("shared")
-        elif path and filesystem_of is not None:
-            fstype = filesystem_of(path)
-            shared = None if fstype is None else fstype in SHARED_FILESYSTEMS
-        else:
-            shared = None
+        # The engine's own classification (_storage.py), with the pools read here standing in for its look-ups.
+        shared, _how = where_stored(disk_source(disk), pool_type_of_path=lambda _path, pool=pool: pool and pool["type"],
+                                    pool_type_of_name=lambda _name, pool=pool: pool and pool["type"],
+                                    fs_type_of_path=filesystem_of)
         readonly = disk.find("readonly") is not None
         disks.append({
             "target": target.get("dev") if target is not None else None,
@@ -307,7 +303,7 @@ def parse_pool(xml_text, active, info=None):
         "type": pool_type,
         "active": bool(active),
         "path": root.findtext("target/path"),
-        "shared": True if pool_type in SHARED_POOL_TYPES else False if pool_type in LOCAL_POOL_TYPES else None,
+        "shared": pool_type_is_shared(pool_type),
         "capacity_bytes": capacity,
         "available_bytes": available,
     }
@@ -319,23 +315,6 @@ def is_local_uri(uri):
         return True
     scheme, rest = uri.split("://", 1) if "://" in uri else (uri, "")
     return "+" not in scheme and (rest.startswith("/") or rest.startswith("localhost/"))
-
-
-def local_filesystem_of(path, mounts_file="/proc/mounts"):
-    """File system type of the mount holding `path` on this machine, or None when it cannot be told."""
-    try:
-        with open(mounts_file, encoding="utf-8") as handle:
-            mounts = [line.split()[1:3] for line in handle if len(line.split()) >= 3]
-    except OSError:
-        return None
-    real = os.path.realpath(path)
-    best = None
-    for mount_point, fstype in mounts:
-        mount_point = mount_point.replace("\\040", " ")
-        if real == mount_point or real.startswith(mount_point.rstrip("/") + "/"):
-            if best is None or len(mount_point) > len(best[0]):
-                best = (mount_point, fstype)
-    return best[1] if best else None
 
 
 def local_bridges(sys_class_net="/sys/class/net"):

@@ -18,6 +18,7 @@ import math
 import posixpath
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._storage import copied
 
 MIB = 1024 * 1024
 
@@ -315,9 +316,9 @@ def vm_checks(vm, source_name):
 
 
 def local_disks(vm):
-    """Disks the destination cannot reach: host-local ones that migration has to copy."""
-    return [d for d in vm.get("disks") or []
-            if d.get("shared") is False and d.get("device") not in _REMOVABLE and (d.get("path") or d.get("pool"))]
+    """Disks the destination cannot reach: host-local ones that migration has to copy (the engine's own
+    decision, _storage.copied, so that the copy predicted is the copy made)."""
+    return [d for d in vm.get("disks") or [] if copied(d)]
 
 
 def _disk_pool_key(disk):

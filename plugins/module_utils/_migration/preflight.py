@@ -20,7 +20,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._storage import (
     classify_disks,
     decide_copy_storage,
     domain_disks,
-    fs_type_from_mountinfo,
+    local_filesystem_of,
     writable_disks,
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata import read_domain_metadata
@@ -108,16 +108,9 @@ class Preflight:
     def _classify_disks(self, disks):
         """classify_disks with this source's storage pools, and its mounts when the module runs on the source."""
         local = parse_libvirt_uri(self.source_uri, "uri")[1] is None
-        mountinfo = None
-        if local:
-            try:
-                with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-                    mountinfo = handle.read()
-            except OSError:
-                mountinfo = None
         return classify_disks(
             disks, pool_type_of_path=self._pool_type_of_path, pool_type_of_name=self._pool_type_of_name,
-            fs_type_of_path=(lambda path: fs_type_from_mountinfo(path, mountinfo)) if mountinfo else None)
+            fs_type_of_path=local_filesystem_of if local else None)
 
     def _plan_storage(self, plan, root):
         disks = domain_disks(root)

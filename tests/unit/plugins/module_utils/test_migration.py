@@ -1,4 +1,5 @@
-"""Pure logic of the live-migration engine: options, policy, timeouts, escalation, storage, progress, results.
+"""Pure logic of the live-migration engine: options, policy, timeouts, escalation, progress, results (its
+storage decisions: test_storage.py).
 
 The job statistics below were recorded on the lab (libvirt 9.0, QEMU 7.2): a 256 MiB Linux guest dirtying memory,
 migrated at 8 MiB/s with auto-converge, sampled after 1 s, 9 s and 16 s; and the completed statistics of an idle
@@ -41,12 +42,6 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results
     summarize,
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.run import vm_names
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._storage import (
-    classify_disks,
-    decide_copy_storage,
-    domain_disks,
-    fs_type_from_mountinfo,
-)
 
 RUNNING_1S = {"operation": 5, "time_elapsed": 1001, "downtime": 300, "setup_time": 0, "data_total": 268828672,
               "data_processed": 4204730, "data_remaining": 263639040, "memory_total": 268828672,
@@ -83,11 +78,6 @@ DOMAIN_XML = """<domain type='kvm'>
     <disk type='block' device='disk'><source dev='/dev/vg0/lv1'/><target dev='vdd' bus='virtio'/></disk>
   </devices>
 </domain>"""
-
-MOUNTINFO = """22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
-40 22 0:40 / /mnt/nfs rw,relatime shared:20 - nfs4 server:/export rw,vers=4.2
-41 22 0:41 / /var/lib/libvirt/images rw - xfs /dev/sdb1 rw
-"""
 
 
 def options(**kw):
@@ -209,50 +199,6 @@ def test_flags_and_params_follow_the_policy():
     assert "parallel" in flag_names(migration_flags(multifd, False))
     assert migration_params(multifd) == {"parallel.connections": 4, "compression": "zstd"}
     assert migration_params(validate_policy(options())) == {}
-
-
-# ---- storage ---------------------------------------------------------------------------------------------------
-
-def test_disks_are_read_from_the_domain_xml():
-    disks = domain_disks(ET.fromstring(DOMAIN_XML))
-    assert [(d["target"], d["type"], d["path"]) for d in disks] == [
-        ("vda", "file", "/var/lib/libvirt/images/m-disk1.qcow2"), ("vdb", "file", "/mnt/nfs/data.raw"),
-        ("vdc", "network", None), ("sda", "file", "/iso/install.iso"), ("vdd", "block", "/dev/vg0/lv1")]
-    assert disks[3]["readonly"] and disks[2]["protocol"] == "rbd"
-
-
-def test_storage_is_classified_by_pool_then_file_system():
-    pools = {"/var/lib/libvirt/images/m-disk1.qcow2": "dir", "/dev/vg0/lv1": "logical"}
-    classified = classify_disks(domain_disks(ET.fromstring(DOMAIN_XML)), pool_type_of_path=pools.get,
-                                fs_type_of_path=lambda path: fs_type_from_mountinfo(path, MOUNTINFO))
-    by_target = {d["target"]: d for d in classified}
-    assert by_target["vda"]["shared"] is False and by_target["vda"]["how"] == "storage pool of type dir"
-    assert by_target["vdb"]["shared"] is True and by_target["vdb"]["how"] == "on a nfs4 file system"
-    assert by_target["vdc"]["shared"] is True
-    assert by_target["sda"]["copy"] is False
-    assert by_target["vdd"]["shared"] is False
-    assert decide_copy_storage("auto", classified, "m-disk1") == (True, ["vda", "vdd"])
-    assert decide_copy_storage("never", classified, "m-disk1") == (False, None)
-    assert decide_copy_storage("always", classified, "m-disk1") == (True, None)
-
-
-def test_all_shared_storage_is_not_copied():
-    classified = classify_disks(domain_disks(ET.fromstring(DOMAIN_XML))[1:3],
-                                fs_type_of_path=lambda path: fs_type_from_mountinfo(path, MOUNTINFO))
-    assert decide_copy_storage("auto", classified, "vm") == (False, None)
-
-
-def test_storage_that_cannot_be_told_is_an_error_in_auto_mode():
-    classified = classify_disks(domain_disks(ET.fromstring(DOMAIN_XML))[:1])
-    with pytest.raises(HvmaintError) as refused:
-        decide_copy_storage("auto", classified, "m-disk1")
-    assert "cannot tell whether disk vda" in str(refused.value) and "copy_storage" in str(refused.value)
-
-
-def test_mountinfo_picks_the_longest_mount_point():
-    assert fs_type_from_mountinfo("/var/lib/libvirt/images/a.qcow2", MOUNTINFO) == "xfs"
-    assert fs_type_from_mountinfo("/var/lib/other", MOUNTINFO) == "ext4"
-    assert fs_type_from_mountinfo("/mnt/nfsx/a", MOUNTINFO) == "ext4"
 
 
 # ---- progress --------------------------------------------------------------------------------------------------
