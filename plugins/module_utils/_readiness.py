@@ -49,18 +49,6 @@ _NIC_TYPES_UNCHECKED = frozenset(("direct", "ethernet", "vhostuser", "server", "
 
 _REMOVABLE = frozenset(("cdrom", "floppy"))
 
-# The options that migration_readiness and evacuation_plan share (documented in doc_fragments/capacity.py).
-CAPACITY_ARGUMENT_SPEC = dict(
-    hosts=dict(type="list", elements="dict"),
-    cpu_matrix=dict(type="list", elements="dict"),
-    host_overrides=dict(type="dict"),
-    memory_overcommit=dict(type="float", default=1.0),
-    memory_reserve_mib=dict(type="int", default=1024),
-    vcpu_overcommit=dict(type="float", default=4.0),
-    bandwidth_mib_s=dict(type="float", default=100),
-)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # small helpers
 

@@ -336,6 +336,7 @@ summary_lines:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._argspec import CAPACITY_ARGUMENT_SPEC
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan import (
     plan_evacuation,
     plan_return,
@@ -347,7 +348,6 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._plan_output impor
     drain_lines,
     return_lines,
 )
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import CAPACITY_ARGUMENT_SPEC
 
 
 def argument_spec():

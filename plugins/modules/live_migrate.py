@@ -488,6 +488,7 @@ policy:
 import signal
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._argspec import migration_policy_spec
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import (
     CONNECTION_ARGUMENT_SPEC,
     HvmaintError,
@@ -498,6 +499,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.run imp
 
 def argument_spec():
     spec = dict(CONNECTION_ARGUMENT_SPEC)
+    spec.update(migration_policy_spec())
     spec.update(
         name=dict(type="str"),
         names=dict(type="list", elements="str"),
@@ -512,27 +514,6 @@ def argument_spec():
         destination_uri=dict(type="str"),
         destination_connect_uri=dict(type="str"),
         transport=dict(type="str", choices=["tls", "ssh", "tcp"], default="tls"),
-        tls_stream=dict(type="bool", default=False),
-        bandwidth_mib_s=dict(type="int", default=0),
-        max_downtime_ms=dict(type="int", default=300),
-        escalation=dict(type="dict", options=dict(
-            downtime_steps=dict(type="list", elements="int", default=[]),
-            auto_converge=dict(type="bool", default=False),
-            post_copy=dict(type="bool", default=False),
-            iterations_per_step=dict(type="int", default=2),
-            from_history=dict(type="bool", default=True),
-        )),
-        parallel_connections=dict(type="int", default=1),
-        compression=dict(type="str", choices=["none", "xbzrle", "zstd", "zlib"], default="none"),
-        copy_storage=dict(type="str", choices=["auto", "always", "never"], default="auto"),
-        completion_timeout_s_per_gib=dict(type="int", default=800),
-        completion_timeout_min_s=dict(type="int", default=60),
-        completion_timeout_action=dict(type="str", choices=["abort", "postcopy"], default="abort"),
-        progress_timeout_s=dict(type="int", default=150),
-        progress_timeout_action=dict(type="str", choices=["abort", "postcopy"], default="abort"),
-        max_parallel=dict(type="int", default=2),
-        max_parallel_per_destination=dict(type="int", default=2),
-        shutoff_vms=dict(type="str", choices=["fail", "move"], default="fail"),
         verify=dict(type="bool", default=True),
         record_history=dict(type="bool", default=True),
         home=dict(type="str"),

@@ -190,7 +190,8 @@ summary_lines:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import CAPACITY_ARGUMENT_SPEC, assess
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._argspec import CAPACITY_ARGUMENT_SPEC
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import assess
 
 
 def argument_spec():
