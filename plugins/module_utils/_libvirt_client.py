@@ -52,6 +52,12 @@ def require_libvirt(module):
         )
 
 
+def fail_from(module, exc, **result):
+    """Fail the module from the collection's error: its message, its details, and what `result` the module had
+    gathered (every module turns an HvmaintError into fail_json this one way)."""
+    module.fail_json(msg=str(exc), **dict(result, **exc.details))
+
+
 _HINTS = (
     # (substring of libvirt's message, advice); the first match wins, so the most specific come first.
     ("Cannot read CA certificate", "the client has no CA certificate for TLS (/etc/pki/CA/cacert.pem or"

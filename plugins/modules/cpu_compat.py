@@ -388,7 +388,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._cpu_compat import run
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._cpu_map import DEFAULT_CPU_MAP_DIR
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, require_libvirt
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import (
+    HvmaintError,
+    fail_from,
+    require_libvirt,
+)
 
 
 def argument_spec():
@@ -438,7 +442,7 @@ def main():
             hypervisors=params["hypervisors"],
         )
     except HvmaintError as exc:
-        module.fail_json(msg=str(exc))
+        fail_from(module, exc)
     module.exit_json(changed=False, **result)
 
 

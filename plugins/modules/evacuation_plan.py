@@ -342,7 +342,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan i
     plan_return,
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import read_entries
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, fail_from
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._plan_output import (
     add_live_migrate_moves,
     drain_lines,
@@ -410,8 +410,8 @@ def main():
                            required_one_of=REQUIRED_ONE_OF, supports_check_mode=True)
     try:
         result = plan(module.params, module.warn)
-    except HvmaintError as e:
-        module.fail_json(msg=str(e))
+    except HvmaintError as exc:
+        fail_from(module, exc)
     module.exit_json(changed=False, **result)
 
 

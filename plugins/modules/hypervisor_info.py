@@ -139,6 +139,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client im
     Connection,
     HvmaintError,
     connection_argument_spec,
+    fail_from,
     require_libvirt,
     unknown_vms,
 )
@@ -159,7 +160,7 @@ def main():
         with Connection(module.params["uri"]) as conn:
             facts = gather(conn, include_xml=module.params["include_xml"], names=set(wanted) if wanted else None)
     except HvmaintError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
+        fail_from(module, exc)
     if wanted:
         missing = sorted(set(wanted) - {vm["name"] for vm in facts["vms"]})
         if missing:

@@ -492,6 +492,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._argspec import mi
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import (
     CONNECTION_ARGUMENT_SPEC,
     HvmaintError,
+    fail_from,
     require_libvirt,
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.run import execute
@@ -545,7 +546,7 @@ def main():
     try:
         result = execute(module.params, check_mode=module.check_mode, on_start=_abort_on_signals)
     except HvmaintError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
+        fail_from(module, exc)
     if result.pop("failed"):
         module.fail_json(**result)
     module.exit_json(**result)

@@ -189,8 +189,8 @@ summary_lines:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._argspec import CAPACITY_ARGUMENT_SPEC
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, fail_from
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import assess
 
 
@@ -214,8 +214,8 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
         result = readiness(module.params)
-    except HvmaintError as e:
-        module.fail_json(msg=str(e))
+    except HvmaintError as exc:
+        fail_from(module, exc)
     module.exit_json(changed=False, **result)
 
 

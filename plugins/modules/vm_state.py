@@ -80,6 +80,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client im
     Connection,
     HvmaintError,
     connection_argument_spec,
+    fail_from,
     require_libvirt,
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_state import find_domain, set_state
@@ -106,7 +107,7 @@ def main():
                 results.append(set_state(dom, params["state"], params["shutdown_timeout"], params["force"],
                                          module.check_mode))
     except HvmaintError as exc:
-        module.fail_json(msg=str(exc), vms=results)
+        fail_from(module, exc, vms=results)
     result = dict(changed=any(r["changed"] for r in results), vms=results)
     if module._diff:
         result["diff"] = {"before": {r["name"]: r["before"] for r in results},
