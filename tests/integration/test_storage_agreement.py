@@ -38,5 +38,5 @@ def test_planner_prediction_and_engine_decision_agree_for_every_lab_disk(lab):
     assert any(row[2] for row in compared), "the lab has no VM with a disk: nothing was compared"
     assert any(row[4] for row in compared), "no lab disk is copied: the copy decision was not exercised"
     for host, name, _disks, predicted, decided in compared:
-        assert predicted == decided, "%s on %s: planner predicts %s, engine copies %s" % (name, host, predicted,
-                                                                                       decided)
+        assert predicted == decided, "%s on %s: planner predicts %s, engine copies %s" % (
+            name, host, predicted, decided)
