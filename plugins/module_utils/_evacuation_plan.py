@@ -42,9 +42,9 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import 
     not_candidate_reason,
     pool_needs,
     requirements,
-    table,
     vm_checks,
 )
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness_report import table
 
 DEFAULT_TIER_ORDER = ("critical", "high", "normal", "low")
 DEFAULT_TIER = "normal"

@@ -191,7 +191,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._argspec import CAPACITY_ARGUMENT_SPEC
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, fail_from
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import assess
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness_report import assess
 
 
 def argument_spec():

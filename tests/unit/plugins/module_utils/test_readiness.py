@@ -13,7 +13,8 @@ import os
 import pytest
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import assess, version_tuple
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import version_tuple
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness_report import assess
 
 FACTS = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "facts", "lab3.json")
 
