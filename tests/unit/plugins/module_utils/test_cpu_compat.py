@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils import _cpu_compat as cc
+from ansible_collections.hvmaint.libvirt.plugins.module_utils import _cpu_verdicts as verdicts
 from ansible_collections.hvmaint.libvirt.plugins.module_utils import _cpu_map
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, libvirt
 
@@ -52,7 +53,7 @@ def domain(cpu, domain_type="kvm", name="vm1"):
 
 def compare(guest, host, **kwargs):
     kwargs.setdefault("cpu_map_dir", MAP_11)
-    return cc.compare(guest, host, **kwargs)
+    return verdicts.compare(guest, host, **kwargs)
 
 
 def model(name, directory=MAP_11):
@@ -102,7 +103,7 @@ def test_newer_guest_on_older_host_names_missing_features():
 def test_each_fixture_guest_is_identical_on_its_own_host():
     guests = [{"name": c, "xml": fixture(c, "guest")} for c in INTEL + AMD]
     hosts = [{"name": c, "xml": fixture(c, "host")} for c in INTEL + AMD]
-    matrix = cc.check_matrix(guests, hosts, MAP_11)
+    matrix = verdicts.check_matrix(guests, hosts, MAP_11)
     assert len(matrix) == 100
     assert [(p["guest"], p["host"]) for p in matrix[:3]] == [(INTEL[0], INTEL[0]), (INTEL[0], INTEL[1]),
                                                              (INTEL[0], INTEL[2])]
@@ -300,10 +301,10 @@ def test_9_0_map_resolves_unversioned_guests():
     # Core2 guest: model Conroe and features that libvirt 9.0 knows
     guest = fixture("Core2-E6850", "guest")
     host = fixture("Core2-E6850", "host")  # says Conroe-v1, which 9.0 does not know
-    wrong = cc.compare(guest, host, host_name="hv1")
+    wrong = verdicts.compare(guest, host, host_name="hv1")
     assert wrong["result"] == "error"
     assert "'Conroe-v1' is not in the CPU map at %s" % MAP_9 in wrong["reasons"][0]
-    right = cc.compare(guest, host, host_name="hv1", host_cpu_map_dir=MAP_11)
+    right = verdicts.compare(guest, host, host_name="hv1", host_cpu_map_dir=MAP_11)
     # identical although 11.3's Conroe adds VMX capabilities 9.0's lacks: the destination's libvirt expands the
     # guest's Conroe with its own map, so they are not extras
     assert right["result"] == "identical"
@@ -312,8 +313,8 @@ def test_9_0_map_resolves_unversioned_guests():
 @needs_installed_map
 def test_9_0_map_rejects_features_it_does_not_know():
     # the Xeon Gold's host-model guest requires fdp-excptn-only, which libvirt 9.0 has never heard of
-    result = cc.compare(fixture("Xeon-Gold-6148", "guest"), fixture("Xeon-Gold-6148", "host"), guest_name="vm1",
-                        host_cpu_map_dir=MAP_11)
+    result = verdicts.compare(fixture("Xeon-Gold-6148", "guest"), fixture("Xeon-Gold-6148", "host"),
+                              guest_name="vm1", host_cpu_map_dir=MAP_11)
     assert result["result"] == "error"
     assert "fdp-excptn-only" in result["reasons"][0] and MAP_9 in result["reasons"][0]
 
@@ -321,12 +322,12 @@ def test_9_0_map_rejects_features_it_does_not_know():
 @needs_installed_map
 def test_guest_of_a_newer_libvirt_on_a_host_with_an_older_map():
     host_9 = "<cpu><arch>x86_64</arch><model>Skylake-Server</model><vendor>Intel</vendor><feature name='vmx'/></cpu>"
-    result = cc.compare(cpu_xml("Skylake-Server-v4"), host_9, guest_cpu_map_dir=MAP_11, host_name="old")
+    result = verdicts.compare(cpu_xml("Skylake-Server-v4"), host_9, guest_cpu_map_dir=MAP_11, host_name="old")
     assert result["result"] == "incompatible"
     assert result["reasons"][0] == ("old's CPU map (%s) does not know model Skylake-Server-v4, so its libvirt will"
                                     " refuse the guest" % MAP_9)
     # Conroe from 11.3 with vmx carries vmx-* capabilities 9.0 cannot report: not held against the host
-    ok = cc.compare(cpu_xml("Conroe", require=["vmx"]), host_9, guest_cpu_map_dir=MAP_11, host_name="old")
+    ok = verdicts.compare(cpu_xml("Conroe", require=["vmx"]), host_9, guest_cpu_map_dir=MAP_11, host_name="old")
     assert ok["compatible"] is True
     assert any(r.startswith("not checked: vmx-") for r in ok["reasons"])
 
@@ -508,7 +509,7 @@ def test_malformed_guest_xml_names_the_guest():
 
 def test_malformed_host_xml_names_the_host():
     with pytest.raises(HvmaintError, match="host hv7: malformed XML"):
-        cc.check_matrix([{"name": "vm1", "xml": cpu_xml("kvm64")}], [{"name": "hv7", "xml": "<cpu>"}], MAP_11)
+        verdicts.check_matrix([{"name": "vm1", "xml": cpu_xml("kvm64")}], [{"name": "hv7", "xml": "<cpu>"}], MAP_11)
 
 
 def test_wrong_root_element():
@@ -524,7 +525,7 @@ def test_wrong_root_element():
 ])
 def test_bad_guest_entries(guests, message):
     with pytest.raises(HvmaintError, match=message):
-        cc.check_matrix(guests, [{"name": "hv1", "xml": fixture("Core2-E6850", "host")}], MAP_11)
+        verdicts.check_matrix(guests, [{"name": "hv1", "xml": fixture("Core2-E6850", "host")}], MAP_11)
 
 
 # -- matrix ----------------------------------------------------------------------------------------------------------
@@ -549,7 +550,7 @@ def test_matrix_of_a_thousand_guests_and_a_hundred_hosts_is_fast():
               for i in range(1000)]
     hosts = [{"name": "hv%d" % i, "xml": fixture((INTEL + AMD)[i % 10], "host")} for i in range(100)]
     start = time.perf_counter()
-    matrix = cc.check_matrix(guests, hosts, MAP_11)
+    matrix = verdicts.check_matrix(guests, hosts, MAP_11)
     elapsed = time.perf_counter() - start
     assert len(matrix) == 100000
     assert elapsed < 10, elapsed  # benchmarks/bench_cpu_matrix.py measures it properly; this catches a blow-up
@@ -557,14 +558,15 @@ def test_matrix_of_a_thousand_guests_and_a_hundred_hosts_is_fast():
 
 def test_per_guest_and_per_host_maps_in_a_matrix():
     # the default map does not exist, but every CPU names its own
-    matrix = cc.check_matrix(
+    matrix = verdicts.check_matrix(
         [{"name": "vm1", "xml": fixture("Xeon-Gold-6148", "guest"), "cpu_map_dir": MAP_11}],
         [{"name": "hv1", "xml": fixture("Xeon-Gold-6148", "host"), "cpu_map_dir": MAP_11}],
         cpu_map_dir=os.path.join(FIXTURES, "no-such-map"))
     assert matrix[0]["result"] == "identical"
     with pytest.raises(HvmaintError, match="no-such-map does not exist"):
-        cc.check_matrix([{"name": "vm1", "xml": cpu_xml("kvm64")}],
-                        [{"name": "hv1", "xml": fixture("Core2-E6850", "host")}], os.path.join(FIXTURES, "no-such-map"))
+        verdicts.check_matrix([{"name": "vm1", "xml": cpu_xml("kvm64")}],
+                              [{"name": "hv1", "xml": fixture("Core2-E6850", "host")}],
+                              os.path.join(FIXTURES, "no-such-map"))
 
 
 # -- baseline --------------------------------------------------------------------------------------------------------
@@ -578,7 +580,7 @@ def _fits_everywhere(result, cpus):
 
 def test_baseline_of_intel_hosts():
     hosts = [{"name": c, "xml": fixture(c, "host")} for c in INTEL]
-    result = cc.baseline(hosts, MAP_11)
+    result = verdicts.baseline(hosts, MAP_11)
     assert result["vendor"] == "Intel"
     assert model(result["model"]).vendor in ("Intel", None)
     _fits_everywhere(result, INTEL)
@@ -596,7 +598,7 @@ def test_baseline_of_intel_hosts():
 def test_baseline_of_recent_intel_hosts_drops_non_migratable_features():
     cpus = ["Xeon-Gold-6148", "Xeon-Platinum-8268", "Ice-Lake-Server"]
     assert all("invtsc" in host_features(c) for c in cpus)
-    result = cc.baseline([{"name": c, "xml": fixture(c, "host")} for c in cpus], MAP_11)
+    result = verdicts.baseline([{"name": c, "xml": fixture(c, "host")} for c in cpus], MAP_11)
     assert result["vendor"] == "Intel"
     assert "invtsc" not in result["features"]
     assert all("xsaves" in host_features(c) for c in cpus)
@@ -607,7 +609,7 @@ def test_baseline_of_recent_intel_hosts_drops_non_migratable_features():
 
 def test_baseline_of_mixed_vendors_is_vendor_neutral():
     hosts = [{"name": c, "xml": fixture(c, "host")} for c in INTEL + AMD]
-    result = cc.baseline(hosts, MAP_11)
+    result = verdicts.baseline(hosts, MAP_11)
     assert result["vendor"] is None
     assert model(result["model"]).vendor is None
     assert result["model"] == "kvm64"  # qemu64 has svm, which the Intel hosts lack
@@ -620,7 +622,7 @@ def test_baseline_of_mixed_vendors_is_vendor_neutral():
 
 def test_baseline_with_a_broken_host():
     with pytest.raises(HvmaintError, match="cannot compute a baseline: hv1: CPU model 'Nope'"):
-        cc.baseline([{"name": "hv1", "xml": "<cpu><model>Nope</model></cpu>"}], MAP_11)
+        verdicts.baseline([{"name": "hv1", "xml": "<cpu><model>Nope</model></cpu>"}], MAP_11)
 
 
 # -- live libvirt, faked -------------------------------------------------------------------------------------------
