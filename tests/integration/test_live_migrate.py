@@ -24,7 +24,7 @@ import threading
 import time
 
 import pytest
-from conftest import revive_linux_guests
+from conftest import lab_module, revive_linux_guests
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, open_connection
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import engine as migration_engine
@@ -291,8 +291,10 @@ def test_batch_of_idle_guests_respects_concurrency_bound(lab, restore):
     stop.set()
     sampler.join()
     most = max(len(active) for _t, active in observed)
-    # The same bound seen in the results' own start/finish times.
-    edges = sorted([(r["started_at"], 1) for r in results] + [(r["finished_at"], -1) for r in results])
+    # The same bound seen in the results' own times: a migration holds its slot from its start until the engine saw
+    # its VM run on the destination (switched_over_at); libvirt's clean-up of the source after that holds no slot.
+    edges = sorted([(r["started_at"], 1) for r in results]
+                   + [(r.get("switched_over_at") or r["finished_at"], -1) for r in results])
     overlap, peak = 0, 0
     for _t, step in edges:
         overlap += step
@@ -309,9 +311,8 @@ def test_batch_of_idle_guests_respects_concurrency_bound(lab, restore):
     assert most >= 1, "the sampler saw no migration job at all: it proves nothing"
     # That two did run side by side is read from the results' own times: an idle guest's libvirt job lasts well
     # under a second, so a sampler that needs ~100 ms a round does not always catch two jobs in the same round.
-    # The results' times include libvirt's clean-up of the source, during which the next VM starts: each slot may
-    # hold one VM being cleaned up and one moving.
-    assert 2 <= peak <= 4, "two migrations should have run at once"
+    assert peak >= 2, "two migrations should have run at once"
+    assert peak <= 2, "more than max_parallel migrations held a slot at once"
     for name in names:
         assert_exactly_one(lab, name, destination)
 
@@ -479,8 +480,25 @@ def test_completion_timeout_on_a_vm_that_cannot_converge(lab, restore):
     assert source_has_no_job(lab, source, name)
 
 
-def test_a_vm_that_needed_escalation_starts_its_next_migration_where_it_ended(lab, restore):
+def dirtying_linux_guest(lab):
+    """Set-up for the tests whose premise is a guest dirtying memory faster than the bandwidth they allow: the
+    Linux workload guest, booted afresh so that its dirtying loop certainly runs.
+
+    In a full run, after the fault and drain suites had moved and struck it many times, the guest still answered
+    ping but a 4 MiB/s migration converged at once with no escalation: it was no longer dirtying memory. A fresh
+    boot restores the workload; what the tests then assert about escalation is unchanged."""
     guest = linux_guest(lab)
+    name = guest["name"]
+    host = home_of(lab, name)
+    lab.virsh(host, ["destroy", name], check=False)
+    lab.virsh(host, ["start", name])
+    assert lab_module.wait_for_ping(guest["ip"], 90), "%s does not come back after a fresh boot" % name
+    time.sleep(3)  # the init starts its dirtying loop once the network is up
+    return guest
+
+
+def test_a_vm_that_needed_escalation_starts_its_next_migration_where_it_ended(lab, restore):
+    guest = dirtying_linux_guest(lab)
     name = guest["name"]
     source = home_of(lab, name)
     destination = other_host(lab, source)
@@ -613,7 +631,7 @@ def test_abort_action_leaves_the_vm_on_the_source(lab, restore):
 
 
 def test_progress_lines_in_playbook_output(lab, restore, tmp_path):
-    guest = linux_guest(lab)
+    guest = dirtying_linux_guest(lab)
     name = guest["name"]
     source = home_of(lab, name)
     destination = other_host(lab, source)
