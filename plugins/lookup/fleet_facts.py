@@ -22,7 +22,8 @@ options:
       - What to return; one term.
       - V(hypervisors), the list of each reachable host's facts.
       - V(cpus), the same trimmed to what M(hvmaint.libvirt.cpu_compat)'s O(hvmaint.libvirt.cpu_compat#module:hypervisors)
-        reads (each host's CPU definitions, each VM's name, domain type and CPU), far lighter to pass to a module.
+        reads (the one CPU definition each host is compared by, each VM's name, domain type and CPU), far lighter
+        to pass to a module.
       - V(left_out), the hosts left out, as a list of C({host, error}).
       - V(names), inventory name to libvirt host name; V(inventory_names), the reverse.
       - V(host_overrides), libvirt host name to the sizes declared by the inventory variables C(hvmaint_memory_mib)

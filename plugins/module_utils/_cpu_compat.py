@@ -182,6 +182,17 @@ def _hypervisor_cpu_xml(conn, uri):
         raise explain(exc, "cannot read the capabilities of %s" % uri) from exc
 
 
+def compared_host_cpu(cpu):
+    """Of a host's `cpu` facts, the one definition guests are compared with, as {key: xml} (or {})."""
+    # What the hypervisor can give a guest (domain capabilities' host-model) rather than what the CPU has:
+    # KVM may withhold features the CPU has (nested hosts often lack pni, for example). Without it, the host CPU
+    # itself (capabilities), as for live_hosts.
+    for key in ("host_model_xml", "capabilities_xml"):
+        if (cpu or {}).get(key):
+            return {key: cpu[key]}
+    return {}
+
+
 def from_facts(hypervisors):
     """(guests, hosts) entries from hvmaint.libvirt.hypervisor_info facts (see docs/facts.md)."""
     guests = []
@@ -189,11 +200,7 @@ def from_facts(hypervisors):
     for index, facts in enumerate(hypervisors or ()):
         if not isinstance(facts, dict) or not facts.get("name"):
             raise HvmaintError("hypervisors[%d] is not a hypervisor_info result (it has no name)" % index)
-        cpu = facts.get("cpu") or {}
-        # The host CPU itself (capabilities), as for live_hosts: host-passthrough guests compare like with like.
-        # What the hypervisor can give a guest (domain capabilities' host-model) rather than what the CPU has:
-        # KVM may withhold features the CPU has (nested hosts often lack pni, for example).
-        caps = cpu.get("host_model_xml") or cpu.get("capabilities_xml")
+        caps = next(iter(compared_host_cpu(facts.get("cpu")).values()), None)
         if not caps:
             raise HvmaintError("hypervisors[%d] (%s) has no cpu.capabilities_xml" % (index, facts["name"]))
         hosts.append({"name": facts["name"], "xml": caps})

@@ -9,6 +9,8 @@ hosts, without copying the fleet into every host's variables. It runs on the con
 
 from __future__ import annotations
 
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._cpu_compat import compared_host_cpu
+
 # The variable the role fleet_facts registers hypervisor_info's result in, on each host.
 FACTS_VAR = "fleet_facts__info"
 WHAT = ("hypervisors", "cpus", "left_out", "names", "inventory_names", "host_overrides", "migration_uris",
@@ -97,9 +99,10 @@ class Fleet:
 
     def cpus(self, hosts=None, home=None):
         """What cpu_compat reads of the facts (its `hypervisors` option), nothing more: a thousand hosts' facts
-        trimmed to their CPU definitions pass through a task's arguments a hundred times faster."""
+        trimmed to the one CPU definition each host is compared by pass through a task's arguments a hundred
+        times faster."""
         return [{"name": facts["name"],
-                 "cpu": {key: (facts.get("cpu") or {}).get(key) for key in ("host_model_xml", "capabilities_xml")},
+                 "cpu": compared_host_cpu(facts.get("cpu")),
                  "vms": [{"name": vm.get("name"), "domain_type": vm.get("domain_type"),
                           "cpu": {"xml": (vm.get("cpu") or {}).get("xml")}} for vm in facts.get("vms") or ()]}
                 for facts in self.only_vms_of(hosts, home)]
