@@ -103,6 +103,9 @@ def test_check_mode_return_preflight_and_report(fleet):
         "db1-0", "dns1-1", "web1-2", "web2-3", "batch1-4", "paused1-5", "old1-6", "app1-7", "mon1-8", "cache1-9"))
     dry_run = task_results(report, "Dry-run every planned move home before anything moves")
     assert sorted(h for h, r in dry_run.items() if r.get("changed")) == ["sim%04d" % i for i in range(2, 12)]
+    # Once planned, only the home host and the hosts that send stay in the play: none of the others even skips.
+    assert sorted(dry_run) == ["sim%04d" % i for i in range(1, 12)]
+    assert "End the play for the hosts that take no part in the return" in report["output"]
 
     report = run(fleet, "preflight.yml", "-e", "preflight_host=sim0000")
     readiness = next(iter(task_results(report, "Find what would stop or harm each migration").values()))
