@@ -71,21 +71,24 @@ def main():
                     wall, rss = run_playbook(inventories[size], playbook, extra, args.forks,
                                              os.path.join(tmp, "ledger.jsonl"))
                     figures.setdefault((label, size), []).append((wall, rss))
-                    print("round %d  %-15s %5d hosts  %7.1f s  %7.0f MiB" % (round_no + 1, label, size, wall, rss),
-                          flush=True)
+                    # The machine is shared: the load during each run says how far to trust its time.
+                    print("round %d  %-15s %5d hosts  %7.1f s  %7.0f MiB  load %.1f" % (
+                        round_no + 1, label, size, wall, rss, os.getloadavg()[0]), flush=True)
         print()
         print("| run | " + " | ".join("%d hosts, %d VMs" % (s, s * args.vms_per_host) for s in args.sizes)
-              + " | seconds per 100 hosts (first to last size) |")
+              + " | per 100 hosts (first to last size) |")
         print("| --- |" + " --- |" * (len(args.sizes) + 1))
         for label, _, _ in runs:
-            cells, walls = [], []
+            cells, walls, peaks = [], [], []
             for size in args.sizes:
                 wall = statistics.median(w for w, _ in figures[(label, size)])
                 rss = max(r for _, r in figures[(label, size)])
                 walls.append(wall)
+                peaks.append(rss)
                 cells.append("%.1f s, %.0f MiB" % (wall, rss))
-            slope = (walls[-1] - walls[0]) / (args.sizes[-1] - args.sizes[0]) * 100 if len(walls) > 1 else 0
-            print("| %s | %s | %.1f s |" % (label, " | ".join(cells), slope))
+            span = (args.sizes[-1] - args.sizes[0]) / 100.0 if len(walls) > 1 else 0
+            slope = "%.1f s, %.0f MiB" % ((walls[-1] - walls[0]) / span, (peaks[-1] - peaks[0]) / span) if span else "-"
+            print("| %s | %s | %s |" % (label, " | ".join(cells), slope))
     print("load average at the end: %.1f %.1f %.1f" % os.getloadavg())
 
 
