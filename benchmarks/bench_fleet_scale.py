@@ -5,7 +5,9 @@ For each fleet size (default 100, 300 and 1,000 hosts with 10 VMs each, tests/si
 through the real roles and modules: the drain of sim0000 in check mode (facts, CPU check, plan, dry-run, mark,
 waves, report), the return of sim0001 in check mode, the preflight of sim0000 and the report. Sizes alternate
 within each round, and the median of the rounds is kept. Peak memory is the largest resident set of any
-controller process of the run (ansible-playbook and its workers, getrusage of the children).
+controller process of the run (ansible-playbook and its workers, getrusage of the children). The row "drain
+--check, until planned" is the drain's run up to the end of its plan (facts, CPU check, plan): the time from the
+start of ansible-playbook to the start of the task that shows the plan.
 
 Run from the repository root, with the environment of COMMON/README (ANSIBLE_CONFIG, ANSIBLE_COLLECTIONS_PATH):
     .venv/bin/python benchmarks/bench_fleet_scale.py --sizes 100 300 1000 --rounds 1 --forks 10
@@ -14,6 +16,7 @@ Run from the repository root, with the environment of COMMON/README (ANSIBLE_CON
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -33,23 +36,32 @@ RUNS = [
 ]
 
 
-def run_playbook(inventory, playbook, extra, forks, ledger):
-    """Wall seconds and peak RSS (MiB) of one ansible-playbook run, in a child process of its own so that
-    getrusage(RUSAGE_CHILDREN) measures this run alone."""
+PLAN_SHOWN = "hvmaint.libvirt.drain_host : Show the plan"
+FACTS_AND_PLAN = "drain --check, until planned"
+
+
+def run_playbook(inventory, playbook, extra, forks, ledger, times):
+    """Wall seconds, peak RSS (MiB) and the seconds until the plan was shown (None without a plan) of one
+    ansible-playbook run, in a child process of its own so that getrusage(RUSAGE_CHILDREN) measures this run alone.
+    Task start times come from the callback benchmarks/callback_plugins/bench_task_times.py."""
     code = (
         "import resource, subprocess, sys, time\n"
-        "start = time.perf_counter()\n"
+        "epoch, start = time.time(), time.perf_counter()\n"
         "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT).returncode\n"
         "wall = time.perf_counter() - start\n"
-        "print(rc, wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+        "print(rc, wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, epoch)\n")
     args = [sys.executable, "-c", code, "ansible-playbook", "-i", inventory, "-f", str(forks),
             os.path.join(REPO, "playbooks", playbook), "-e", "drain_host_ledger=%s" % ledger,
             "-e", "return_host_ledger=%s" % ledger] + extra
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
-    rc, wall, rss_kib = int(out[0]), float(out[1]), int(out[2])
+    env = dict(os.environ, ANSIBLE_CALLBACK_PLUGINS=os.path.join(REPO, "benchmarks", "callback_plugins"),
+               ANSIBLE_CALLBACKS_ENABLED="bench_task_times", HVMAINT_BENCH_TIMES=times)
+    out = subprocess.run(args, capture_output=True, text=True, check=True, env=env).stdout.split()
+    rc, wall, rss_kib, epoch = int(out[0]), float(out[1]), int(out[2]), float(out[3])
     if rc != 0:
         raise SystemExit("%s failed (rc %d): rerun it by hand to see why: %s" % (playbook, rc, " ".join(args[3:])))
-    return wall, rss_kib / 1024.0
+    with open(times, encoding="utf-8") as handle:
+        shown = [task["started_at"] for task in json.load(handle)["tasks"] if task["name"] == PLAN_SHOWN]
+    return wall, rss_kib / 1024.0, (shown[0] - epoch if shown else None)
 
 
 def main():
@@ -68,9 +80,12 @@ def main():
         for round_no in range(args.rounds):
             for label, playbook, extra in runs:
                 for size in args.sizes:
-                    wall, rss = run_playbook(inventories[size], playbook, extra, args.forks,
-                                             os.path.join(tmp, "ledger.jsonl"))
+                    wall, rss, planned = run_playbook(inventories[size], playbook, extra, args.forks,
+                                                      os.path.join(tmp, "ledger.jsonl"), os.path.join(tmp, "times.json"))
                     figures.setdefault((label, size), []).append((wall, rss))
+                    if planned is not None:
+                        # The same run up to the end of its plan (the task that shows it starts): the issue's target.
+                        figures.setdefault((FACTS_AND_PLAN, size), []).append((planned, rss))
                     # The machine is shared: the load during each run says how far to trust its time.
                     print("round %d  %-15s %5d hosts  %7.1f s  %7.0f MiB  load %.1f" % (
                         round_no + 1, label, size, wall, rss, os.getloadavg()[0]), flush=True)
@@ -78,7 +93,9 @@ def main():
         print("| run | " + " | ".join("%d hosts, %d VMs" % (s, s * args.vms_per_host) for s in args.sizes)
               + " | per 100 hosts (first to last size) |")
         print("| --- |" + " --- |" * (len(args.sizes) + 1))
-        for label, _, _ in runs:
+        for label in [label for label, _, _ in runs] + [FACTS_AND_PLAN]:
+            if (label, args.sizes[0]) not in figures:
+                continue
             cells, walls, peaks = [], [], []
             for size in args.sizes:
                 wall = statistics.median(w for w, _ in figures[(label, size)])

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""For benchmarks/bench_drain.py only: writes each task's wall time, and what live_migrate reports about its own
-cost, to the JSON file named by HVMAINT_BENCH_TIMES when the playbook ends."""
+"""For benchmarks/bench_drain.py and bench_fleet_scale.py only: writes each task's wall time, and what live_migrate
+reports about its own cost, to the JSON file named by HVMAINT_BENCH_TIMES when the playbook ends."""
 
 from __future__ import annotations
 
