@@ -21,7 +21,7 @@ import math
 import posixpath
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._storage import copied
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._storage import carried, copied
 
 MIB = 1024 * 1024
 
@@ -350,6 +350,10 @@ def requirements(vm, mode, src):
         label = "disk %s of %s (%s)" % (disk.get("target"), vm.get("name"), disk.get("path") or disk.get("pool"))
         if disk.get("device") in _REMOVABLE:
             reqs.append((("media",), label))
+        elif not carried(disk):
+            # Read-only: libvirt does not copy it (_storage.carried), so no pool is needed for it there; the same
+            # file must be there already.
+            reqs.append((("readonly_not_copied",), label))
         elif disk.get("shared") is None:
             reqs.append((("storage_unknown",), label))
         elif mode == "offline":
@@ -419,6 +423,9 @@ def check_requirement(atom, detail, vm_name, src, dst):
     elif kind == "media":
         return [], [_issue("media", "%s is removable media and is not copied: it must exist at the same path on %s"
                            % (detail, dst.name))]
+    elif kind == "readonly_not_copied":
+        return [], [_issue("readonly_not_copied", "%s is read-only and is not copied: it must exist at the same path"
+                                                  " on %s" % (detail, dst.name))]
     elif kind == "storage_unknown":
         return [], [_issue("storage_unknown", "%s: cannot tell whether %s reaches it; if it is host-local the"
                                               " migration fails unless storage is copied" % (detail, dst.name))]

@@ -155,6 +155,17 @@ def test_copied_disk_without_pool_or_with_inactive_pool_blocks():
     assert codes(inactive) == ["storage_pool"] and "not active" in inactive[0]["reason"]
 
 
+def test_read_only_local_disk_needs_no_pool_only_the_same_file_there():
+    # libvirt does not copy a read-only disk: asking the destination for a pool for it would block for nothing.
+    hosts = lab()
+    local1 = vm_of(hosts, "hv1", "local1")
+    local1["disks"] = [dict(d, readonly=True) if d.get("path") else d for d in local1["disks"]]
+    host(hosts, "hv2")["storage_pools"] = [p for p in host(hosts, "hv2")["storage_pools"] if p["name"] != "default"]
+    found = pair(assess(hosts, "hv1", vms=["local1"]), "local1", "hv2")
+    assert "storage_pool" not in codes(found["blockers"])
+    assert "readonly_not_copied" in codes(found["warnings"])
+
+
 def test_copied_disk_needs_pool_space():
     hosts = lab()
     for pool in host(hosts, "hv2")["storage_pools"]:
