@@ -30,6 +30,8 @@ options:
         and C(hvmaint_vcpus).
       - V(migration_uris), libvirt host name to the inventory variable C(hvmaint_migration_uri), where set.
       - V(summary_lines), how many hosts were read and which were left out, as lines to show.
+      - V(loads), each host's measured load (M(hvmaint.libvirt.host_load)'s RV(hvmaint.libvirt.host_load#module:load)),
+        when the role read it (C(fleet_facts_load_window_s)); hosts whose load could not be measured are missing.
     type: list
     elements: str
     required: true

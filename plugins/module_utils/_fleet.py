@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._cpu_compat import compared_host_cpu
 
-# The variable the role fleet_facts registers hypervisor_info's result in, on each host.
+# The variables the role fleet_facts registers hypervisor_info's result in, on each host, and host_load's when it
+# measures load (fleet_facts_load_window_s).
 FACTS_VAR = "fleet_facts__info"
+LOAD_VAR = "fleet_facts__load"
 WHAT = ("hypervisors", "cpus", "left_out", "names", "inventory_names", "host_overrides", "migration_uris",
-        "summary_lines")
+        "summary_lines", "loads")
 
 
 class FleetError(Exception):
@@ -53,6 +55,8 @@ class Fleet:
         self.hypervisors, self.left_out = [], []
         self.inventory_names, self.host_overrides, self.migration_uris = {}, {}, {}
         self._libvirt_names = {}
+        # Measured load (host_load) of the hosts whose facts were read and whose load was measured.
+        self.loads = []
         for host in hosts:
             host_vars = host_vars_of(host)
             result = host_vars.get(facts_var)
@@ -70,6 +74,9 @@ class Fleet:
             self.inventory_names[name] = host
             self._libvirt_names[host] = name
             self.host_overrides[name] = _declared(host_vars, template)
+            measured = host_vars.get(LOAD_VAR)
+            if isinstance(measured, dict) and isinstance(measured.get("load"), dict) and not measured.get("failed"):
+                self.loads.append(dict(measured["load"], name=name))
             uri = host_vars.get("hvmaint_migration_uri")
             if uri is not None:
                 self.migration_uris[name] = template(uri)
@@ -123,5 +130,7 @@ class Fleet:
             return self._libvirt_names
         if what == "summary_lines":
             return self.summary_lines()
+        if what == "loads":
+            return self.loads
         return {"left_out": self.left_out, "inventory_names": self.inventory_names, "host_overrides": self.host_overrides,
                 "migration_uris": self.migration_uris}[what]

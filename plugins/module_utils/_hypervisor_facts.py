@@ -12,6 +12,7 @@ import os
 import xml.etree.ElementTree as ET
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, explain
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._lease import read_lease
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._maintenance import read_mark
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._storage import (
     disk_source,
@@ -379,6 +380,8 @@ def gather(conn, include_xml=False, names=None):
         facts["storage_pools"] = sorted(pools, key=lambda p: p["name"])
         facts["bridges"] = local_bridges() if local else _remote_bridges(conn)
         facts["maintenance"] = read_mark() if local else None
+        # Which job holds the host (a drain, a return, a rebalance), so planners can plan around it.
+        facts["lease"] = read_lease() if local else None
         facts["vms"] = []
         for dom in conn.listAllDomains(0):
             vm = _gather_vm_if_still_there(dom, names, pools, local, include_xml)

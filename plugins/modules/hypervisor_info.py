@@ -15,11 +15,11 @@ description:
   - The host itself (hostname, host UUID, libvirt and QEMU versions), its CPU (arch, vendor, model, features,
     whether the virtualization extensions C(vmx) (Intel VT-x) or C(svm) (AMD-V) are present, the host-model CPU
     libvirt would give a guest), memory total and free, NUMA cells, networks, bridges, storage pools and
-    whether it is marked under maintenance.
+    whether it is marked under maintenance or held by a job (its lease, see M(hvmaint.libvirt.host_lease)).
   - Every VM with name, UUID, state, persistence, autostart, memory, vCPUs, CPU mode, model and features, disks
     (path, format, pool, on shared or host-local storage), NICs, host devices, and the collection's own metadata
     (home host, tier, group, recent moves).
-  - Bridges, the maintenance mark and the file system of disks outside storage pools are read from the local
+  - Bridges, the maintenance mark, the lease and the file system of disks outside storage pools are read from the local
     machine, so they are only reported when the module runs on the hypervisor (the default O(uri)); over a
     remote URI, bridges come from libvirt's interface driver and RV(hypervisor.maintenance) is V(null).
 author: hvmaint.libvirt maintainers (@hvmaint)
@@ -113,6 +113,11 @@ hypervisor:
       elements: dict
     maintenance:
       description: The maintenance mark (since, reason, by) or V(null).
+      type: dict
+    lease:
+      description:
+        - The lease of the job that holds the host (job, by, operation, subject, role, since, heartbeat, expires), or
+          V(null) when none does (or when the module does not run on the host itself).
       type: dict
     vms:
       description: Every VM, see the collection's C(docs/facts.md) for each key.
