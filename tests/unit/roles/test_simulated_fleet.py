@@ -54,7 +54,8 @@ def run(fleet, playbook, *extra):
     ledger = str(out / "ledger.jsonl")
     result = subprocess.run(
         ["ansible-playbook", "-i", inventory, os.path.join(REPO, "playbooks", playbook), "-e",
-         "drain_host_ledger=%s" % ledger, "-e", "return_host_ledger=%s" % ledger, *extra],
+         "drain_host_ledger=%s" % ledger, "-e", "return_host_ledger=%s" % ledger, "-e",
+         "rebalance_ledger=%s" % ledger, *extra],
         env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     with open(record, encoding="utf-8") as handle:
@@ -114,3 +115,28 @@ def test_check_mode_return_preflight_and_report(fleet):
     report = run(fleet, "report.yml")
     hosts = next(iter(task_results(report, "Show the hosts").values()))["msg"]
     assert len(hosts) == 14 and "sim0001 - in service - 0 running VMs" in hosts
+
+
+def test_check_mode_rebalance_plans_around_the_hosts_it_cannot_read(fleet):
+    # The simulated hosts have facts but no load to measure: plan on allocations.
+    report = run(fleet, "rebalance.yml", "-e", "rebalance_measure=allocated", "-e", "rebalance_max_moves=4",
+                 "--check")
+    plan = next(iter(task_results(report, "Plan the moves").values()))
+    # sim0001's VMs went to ten other hosts: it is the least loaded, the first destination.
+    assert plan["ok"] and 0 < len(plan["moves"]) <= 4 and plan["measure"] == "allocated"
+    assert plan["imbalance_after"]["imbalance"] < plan["imbalance_before"]["imbalance"]
+    assert "sim0001" in {m["destination"] for m in plan["moves"]}
+    touched = {m["source"] for m in plan["moves"]} | {m["destination"] for m in plan["moves"]}
+    assert not touched & {UNREACHABLE, BROKEN}
+    shown = next(iter(task_results(report, "Show the plan, every move explained").values()))["msg"]
+    assert shown == plan["summary_lines"] and any("why this VM" in line for line in shown)
+    # Each sending host dry-ran its own moves; in check mode nothing was taken or moved.
+    dry_run = task_results(report, "Dry-run this host's planned moves")
+    assert sorted(h for h, r in dry_run.items() if r.get("changed")) == sorted({m["source"] for m in plan["moves"]})
+    assert "Send this host's VMs of the wave" not in {entry["task"] for entry in report["tasks"]}
+
+    # Every simulated host runs a critical VM: only with move_critical can one be emptied.
+    report = run(fleet, "rebalance.yml", "-e", "rebalance_measure=allocated", "-e", "rebalance_strategy=consolidate",
+                 "-e", "rebalance_max_moves=40", "-e", "rebalance_move_critical=true", "--check")
+    plan = next(iter(task_results(report, "Plan the moves").values()))
+    assert plan["ok"] and plan["hosts_emptied"] and "sim0001" in plan["hosts_left_empty"]

@@ -14,7 +14,8 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy 
 from ansible_collections.hvmaint.libvirt.plugins.modules import live_migrate
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
-ROLE_OPTIONS = [("drain_host", "drain_host_migration"), ("return_host", "return_host_migration")]
+ROLE_OPTIONS = [("drain_host", "drain_host_migration"), ("return_host", "return_host_migration"),
+                ("rebalance", "rebalance_migration")]
 
 
 def role_migration_options(role, option):
