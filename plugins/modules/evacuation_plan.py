@@ -122,6 +122,37 @@ options:
       - Copied into RV(live_migrate_moves), so the plan is M(hvmaint.libvirt.live_migrate)'s input as it is.
     type: dict
     default: {}
+  site_from:
+    description:
+      - Plan a site evacuation instead of a drain; every host of the site to empty (with O(site_to), the hosts of
+        the other site). Each VM's facts are first rewritten with O(site_mapping) as they would be at the other
+        site, then placed by the drain's rules (tiers, capacity, CPU from O(cpu_matrix), the mapped networks,
+        pools and their space for every copied disk). A VM the mapping cannot place stops the plan with an error.
+      - With O(site_failback=true), the hosts VMs come back from.
+    type: list
+    elements: str
+    version_added: 0.2.0
+  site_to:
+    description:
+      - The hosts of the other site, the only destinations. With O(site_failback=true), the home hosts VMs go
+        back to.
+    type: list
+    elements: str
+    version_added: 0.2.0
+  site_mapping:
+    description:
+      - Names at the destination site of the source site's networks, bridges and pools, as
+        M(hvmaint.libvirt.live_migrate)'s O(hvmaint.libvirt.live_migrate#module:site_mapping). For a failback, the
+        evacuation's mapping: the plan reverses it, and RV(site_mapping) is the mapping the moves take.
+    type: dict
+    version_added: 0.2.0
+  site_failback:
+    description:
+      - Plan the failback of O(site_from) to O(site_to) - every VM there whose home is a host of O(site_to) goes
+        home, as O(return_to) plans for one host.
+    type: bool
+    default: false
+    version_added: 0.2.0
 notes:
   - Free memory of a host is O(memory_overcommit) times its declared memory, minus O(memory_reserve_mib), minus
     the memory of the VMs it runs and of the VMs the plan sends there.
@@ -327,6 +358,14 @@ prediction_model:
       number of C(migrations).
   returned: with O(ledger)
   type: dict
+site_mapping:
+  description:
+    - With O(site_from), the mapping the moves take (normalized, every key present; for a failback the reverse of
+      O(site_mapping)). Pass it to M(hvmaint.libvirt.live_migrate)'s
+      O(hvmaint.libvirt.live_migrate#module:site_mapping) with RV(live_migrate_moves).
+  returned: with O(site_from)
+  type: dict
+  version_added: 0.2.0
 summary_lines:
   description: The plan as a plain-text table, for C(ansible.builtin.debug).
   returned: success
@@ -343,6 +382,10 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan i
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import read_entries
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, fail_from
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._site_plan import (
+    plan_site_evacuation,
+    plan_site_failback,
+)
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._plan_output import (
     add_live_migrate_moves,
     drain_lines,
@@ -367,11 +410,16 @@ def argument_spec():
         max_wave_size=dict(type="int"),
         ledger=dict(type="path"),
         migration_uris=dict(type="dict", default={}),
+        site_from=dict(type="list", elements="str"),
+        site_to=dict(type="list", elements="str"),
+        site_mapping=dict(type="dict"),
+        site_failback=dict(type="bool", default=False),
     )
 
 
-MUTUALLY_EXCLUSIVE = [("source", "return_to")]
-REQUIRED_ONE_OF = [("source", "return_to")]
+MUTUALLY_EXCLUSIVE = [("source", "return_to", "site_from")]
+REQUIRED_ONE_OF = [("source", "return_to", "site_from")]
+REQUIRED_TOGETHER = [("site_from", "site_to")]
 
 
 def plan(params, warn=None):
@@ -393,7 +441,18 @@ def plan(params, warn=None):
             if warn is not None:
                 warn("cannot learn from the audit ledger %s, the default model predicts: %s" % (ledger, e))
             options["history"] = []
-    if source is not None:
+    site = {key: options.pop(key) for key in ("site_from", "site_to", "site_mapping", "site_failback")}
+    if site["site_from"] is not None:
+        if not site["site_to"]:
+            raise HvmaintError("site_from needs site_to (the hosts of the other site)")
+        if site["site_failback"]:
+            result = plan_site_failback(hosts, site["site_from"], site["site_to"], site["site_mapping"], **options)
+            return_to = result["return_to"]
+        else:
+            result = plan_site_evacuation(hosts, site["site_from"], site["site_to"], site["site_mapping"],
+                                          **options)
+            source = result["source"]
+    elif source is not None:
         result = plan_evacuation(hosts, source, **options)
     else:
         result = plan_return(hosts, return_to, **options)
@@ -407,7 +466,8 @@ def plan(params, warn=None):
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=MUTUALLY_EXCLUSIVE,
-                           required_one_of=REQUIRED_ONE_OF, supports_check_mode=True)
+                           required_one_of=REQUIRED_ONE_OF, required_together=REQUIRED_TOGETHER,
+                           supports_check_mode=True)
     try:
         result = plan(module.params, module.warn)
     except HvmaintError as exc:

@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# Private to hvmaint.libvirt: not a public API, may change without notice.
+"""Site evacuation and failback plans (pure): the evacuation planner's own rules applied across sites.
+
+An evacuation empties every host of one site onto the hosts of another. Each VM's facts are first rewritten as
+they would be at the target site (_site_mapping.map_vm_facts: mapped networks and bridges, copied disks as volumes
+of the mapped pools), then the planner drains the source site as if it were one host holding all its VMs: tiers,
+worst-fit placement, capacity, CPU compatibility (the cpu_matrix of each VM against each target host), networks,
+pools and their space are the drain's, so a site move is judged by the same rules as a drain. Each move then
+names the VM's real source host again.
+
+A failback brings every VM whose home is a host of the original site back to it, with the evacuation's
+mapping reversed (reverse_mapping): the return planner, once per home host, over the VMs that run at the other site.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_placement import _Options
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan import _Planner, render_plan
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import host_vms, known_list
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._site_mapping import (
+    map_vm_facts,
+    normalize_mapping,
+    reverse_mapping,
+)
+
+# The name the source site goes by while the planner drains it as one host (never a real host's name: it has a
+# space).
+SITE_SOURCE = "source site"
+
+
+def _check_sites(by_name, site_from, site_to):
+    problems = []
+    for label, names in (("site_from", site_from), ("site_to", site_to)):
+        if not names:
+            problems.append("%s names no host" % label)
+        unknown = sorted(set(names) - set(by_name))
+        if unknown:
+            problems.append("%s names hosts whose facts were not read: %s (known hosts: %s)"
+                            % (label, ", ".join(unknown), known_list(by_name)))
+    both = sorted(set(site_from) & set(site_to))
+    if both:
+        problems.append("hosts in both sites: %s" % ", ".join(both))
+    if problems:
+        raise HvmaintError("; ".join(problems) + ": nothing was planned")
+
+
+def _pool_paths(facts):
+    return {p.get("name"): p.get("path") for p in facts.get("storage_pools") or [] if p.get("path")}
+
+
+def _mapped_vms(facts, mapping, problems, only=None):
+    vms = []
+    for vm in host_vms(facts):
+        if only is not None and not only(vm):
+            continue
+        mapped, found = map_vm_facts(vm, mapping, _pool_paths(facts))
+        problems.extend(found)
+        vms.append(mapped)
+    return vms
+
+
+def _refuse_unmapped(problems, what):
+    if problems:
+        raise HvmaintError("the %s stops before anything moves: %s" % (what, "; ".join(sorted(set(problems)))))
+
+
+def plan_site_evacuation(hosts_facts, site_from, site_to, site_mapping, **options):
+    """Plan moving every VM of the hosts site_from to the hosts site_to. Options: those of plan_evacuation."""
+    mapping = normalize_mapping(site_mapping)
+    by_name = {facts.get("name"): facts for facts in hosts_facts}
+    _check_sites(by_name, site_from, site_to)
+    problems, sources, vms = [], {}, []
+    for name in sorted(site_from):
+        for vm in _mapped_vms(by_name[name], mapping, problems):
+            sources[vm.get("name")] = name
+            vms.append(vm)
+    _refuse_unmapped(problems, "site evacuation")
+    first = by_name[sorted(site_from)[0]]
+    # Memory and CPU count of the pseudo-host do not matter: it is only the source.
+    site = dict(first, name=SITE_SOURCE, vms=vms, maintenance=None)
+    options = dict(options, exclude_hosts=[])
+    planner_options = _Options(**options)
+    result = _Planner([by_name[name] for name in sorted(site_to)] + [site], planner_options).drain(SITE_SOURCE)
+    for entry in result["moves"] + result["unplaceable"]:
+        entry["source"] = sources.get(entry["vm"], entry.get("source"))
+    for entry in result["actions"]:
+        entry["host"] = sources.get(entry["vm"], entry.get("host"))
+        entry["reason"] = entry["reason"].replace(SITE_SOURCE, entry["host"])
+    result["source"] = ", ".join(sorted(site_from))
+    result["direction"] = "drain"
+    result["site_from"], result["site_to"] = sorted(site_from), sorted(site_to)
+    result["site_mapping"] = mapping
+    result["summary_lines"] = [line.replace(SITE_SOURCE, "site") for line in render_plan(result, planner_options)]
+    return result
+
+
+def plan_site_failback(hosts_facts, site_from, site_to, site_mapping, **options):
+    """Plan bringing every VM that runs on the hosts site_from and whose home is a host of site_to back home;
+    site_mapping is the evacuation's (to site_from), reversed here. Options: those of plan_return."""
+    mapping = reverse_mapping(site_mapping)
+    by_name = {facts.get("name"): facts for facts in hosts_facts}
+    _check_sites(by_name, site_from, site_to)
+    homes = set(site_to)
+    problems = []
+    away = [dict(by_name[name], vms=_mapped_vms(by_name[name], mapping, problems,
+                                                only=lambda vm: (vm.get("metadata") or {}).get("home") in homes))
+            for name in sorted(site_from)]
+    _refuse_unmapped(problems, "failback")
+    options.pop("unplaceable_policy", None)
+    merged = None
+    for home in sorted(site_to):
+        # Only the VMs of the other site: a VM of this home that runs elsewhere at its own site is not the
+        # failback's (its return is return_host's, without a mapping).
+        others = [dict(by_name[name], vms=[]) for name in sorted(site_to) if name != home]
+        # The evacuation marked the home hosts; the failback clears their marks before it fills them.
+        home_facts = dict(by_name[home], maintenance=None)
+        result = _Planner(away + others + [home_facts], _Options(**options)).bring_home(home)
+        if merged is None:
+            merged = result
+            merged["summary_lines"] = list(result["summary_lines"])
+            continue
+        offset = len(merged["waves"])
+        for wave in result["waves"]:
+            wave["wave"] += offset
+            for move in wave["moves"]:
+                move["wave"] = wave["wave"]
+        merged["waves"].extend(result["waves"])
+        merged["moves"].extend(result["moves"])
+        for key in ("cannot_return", "actions", "warnings", "excluded_destinations"):
+            merged[key] = merged.get(key, []) + [e for e in result.get(key, []) if e not in merged.get(key, [])]
+        merged["ok"] = merged["ok"] and result["ok"]
+        merged["predicted_seconds"] = round(merged["predicted_seconds"] + result["predicted_seconds"], 1)
+        merged["summary_lines"].extend(result["summary_lines"])
+    for order, move in enumerate(merged["moves"], 1):
+        move["order"] = order
+    merged["return_to"] = ", ".join(sorted(site_to))
+    merged["site_from"], merged["site_to"] = sorted(site_from), sorted(site_to)
+    merged["site_mapping"] = mapping
+    return merged

@@ -1,0 +1,137 @@
+"""Site evacuation and failback plans (plugins/module_utils/_site_plan.py), on facts recorded from the lab
+(tests/unit/fixtures/facts/lab3.json) made into two sites: east (hv1, hv2) and a west site (we1, we2) whose
+network, bridges and pool have other names."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import pytest
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._site_plan import (
+    plan_site_evacuation,
+    plan_site_failback,
+)
+
+FACTS = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "facts", "lab3.json")
+MAPPING = {"networks": {"lan": "lan-west"}, "bridges": {"br0": "br-west", "br-app": "br-west"},
+           "pools": {"default": "west-images", "vmstore": "west-store"}}
+EAST_VMS = ("dns1", "local1", "web2")
+
+
+def sites(west_memory_mib=32768):
+    with open(FACTS, encoding="utf-8") as handle:
+        hosts = {h["name"]: h for h in json.load(handle)}
+    east = copy.deepcopy(hosts["hv1"])
+    east["maintenance"] = None
+    east["vms"] = [vm for vm in east["vms"] if vm["name"] in EAST_VMS]
+    west = []
+    for name in ("we1", "we2"):
+        host = copy.deepcopy(hosts["hv3"])
+        host.update(name=name, vms=[], memory_total_mib=west_memory_mib, bridges=["br-west"],
+                    networks=[{"name": "lan-west", "active": True, "autostart": True, "bridge": "br-west",
+                               "forward_mode": "bridge"}])
+        host["storage_pools"] = [dict(host["storage_pools"][0], name="west-images",
+                                      path="/var/lib/libvirt/west-images"),
+                                 dict(host["storage_pools"][1], name="west-store", path="/mnt/west-store")]
+        host["host_uuid"] = "%s-uuid" % name
+        # The same QEMU as east (hv3 is older): the tests are about the sites, not versions.
+        for key in ("machine_types", "hypervisor_version", "libvirt_version"):
+            host[key] = east[key]
+        west.append(host)
+    return [east] + west
+
+
+def test_every_vm_of_the_site_is_placed_at_the_other_site_with_its_real_source():
+    plan = plan_site_evacuation(sites(), ["hv1"], ["we1", "we2"], MAPPING)
+    assert plan["ok"], plan["summary_lines"]
+    assert sorted(m["vm"] for m in plan["moves"]) == sorted(EAST_VMS)
+    assert {m["source"] for m in plan["moves"]} == {"hv1"}
+    assert {m["destination"] for m in plan["moves"]} <= {"we1", "we2"}
+    assert plan["site_mapping"]["networks"] == {"lan": "lan-west"}
+    assert plan["summary_lines"][0].startswith("drain hv1:")
+
+
+def test_a_site_without_room_stops_naming_the_reason():
+    plan = plan_site_evacuation(sites(west_memory_mib=2048), ["hv1"], ["we1", "we2"], MAPPING)
+    assert not plan["ok"] and plan["moves"] == []
+    reasons = " ".join(r for u in plan["unplaceable"] for r in u["reasons"])
+    assert "needs 2.0 GiB of memory" in reasons or "of memory" in reasons, reasons
+    assert {u["source"] for u in plan["unplaceable"]} == {"hv1"}
+
+
+def test_a_mapped_network_the_other_site_lacks_stops_naming_it():
+    mapping = dict(MAPPING, networks={"lan": "lan-nowhere"})
+    plan = plan_site_evacuation(sites(), ["hv1"], ["we1", "we2"], mapping)
+    assert not plan["ok"]
+    dns1 = next(u for u in plan["unplaceable"] if u["vm"] == "dns1")
+    assert any("libvirt network lan-nowhere, which we1 does not have" in r for r in dns1["reasons"]), dns1
+
+
+def test_a_missing_mapped_pool_and_pool_space_are_checked_for_copied_disks():
+    facts = sites()
+    for host in facts[1:]:
+        host["storage_pools"] = [p for p in host["storage_pools"] if p["name"] != "west-images"]
+    plan = plan_site_evacuation(facts, ["hv1"], ["we1", "we2"], MAPPING)
+    local1 = next(u for u in plan["unplaceable"] if u["vm"] == "local1")
+    assert any("no storage pool named west-images" in r for r in local1["reasons"]), local1
+    facts = sites()
+    for host in facts[1:]:
+        host["storage_pools"][0]["available_bytes"] = 1024
+    plan = plan_site_evacuation(facts, ["hv1"], ["we1", "we2"], MAPPING)
+    local1 = next(u for u in plan["unplaceable"] if u["vm"] == "local1")
+    assert any("lack pool space for the copied disks" in r for r in local1["reasons"]), local1
+
+
+def test_an_incompatible_cpu_at_the_other_site_stops_naming_the_cpu():
+    matrix = [{"guest": vm, "host": host, "compatible": vm != "web2", "result": "incompatible" if vm == "web2"
+               else "identical", "missing_features": ["avx512f"] if vm == "web2" else []}
+              for vm in EAST_VMS for host in ("we1", "we2")]
+    plan = plan_site_evacuation(sites(), ["hv1"], ["we1", "we2"], MAPPING, cpu_matrix=matrix)
+    web2 = next(u for u in plan["unplaceable"] if u["vm"] == "web2")
+    assert any("marks the CPU of every compatible host (2) incompatible" in r for r in web2["reasons"]), web2
+
+
+def test_an_unmapped_network_stops_the_plan_before_placing():
+    with pytest.raises(HvmaintError, match="uses network lan, which site_mapping does not map"):
+        plan_site_evacuation(sites(), ["hv1"], ["we1", "we2"], dict(MAPPING, networks={}))
+    with pytest.raises(HvmaintError, match="hosts in both sites: hv1"):
+        plan_site_evacuation(sites(), ["hv1"], ["hv1", "we1"], MAPPING)
+
+
+def test_a_policy_parks_what_cannot_go_on_its_own_host():
+    plan = plan_site_evacuation(sites(west_memory_mib=2048), ["hv1"], ["we1", "we2"], MAPPING,
+                                unplaceable_policy={"normal": "shutdown"})
+    assert plan["ok"]
+    assert {a["host"] for a in plan["actions"]} == {"hv1"}
+    assert all("hv1" in a["reason"] and "source site" not in a["reason"] for a in plan["actions"])
+
+
+def test_failback_brings_each_vm_home_with_the_mapping_reversed_and_then_nothing():
+    facts = sites()
+    east, we1 = facts[0], facts[1]
+    moved = [vm for vm in east["vms"] if vm["name"] != "local1"]
+    east["vms"] = [vm for vm in east["vms"] if vm["name"] == "local1"]
+    for vm in moved:
+        vm["metadata"] = dict(vm.get("metadata") or {}, home="hv1")
+        for nic in vm["nics"]:
+            nic.update(network="lan-west" if nic.get("network") else None,
+                       bridge="br-west" if nic.get("type") == "bridge" else nic.get("bridge"))
+        for disk in vm["disks"]:
+            if disk.get("path"):
+                disk.update(path=disk["path"].replace("/mnt/vmstore", "/mnt/west-store"), pool="west-store")
+    we1["vms"] = moved
+    east["maintenance"] = {"since": "2026-12-02T01:00:00Z", "reason": "site evacuation", "by": "ops"}
+    mapping = dict(MAPPING, bridges={"br0": "br-west"})
+    plan = plan_site_failback(facts, ["we1", "we2"], ["hv1"], mapping)
+    assert plan["ok"], plan["summary_lines"]
+    assert sorted(m["vm"] for m in plan["moves"]) == ["dns1", "web2"]
+    assert {(m["source"], m["destination"]) for m in plan["moves"]} == {("we1", "hv1")}
+    assert plan["site_mapping"]["networks"] == {"lan-west": "lan"}
+    # Home again: a second failback has nothing to do.
+    east["vms"] += moved
+    we1["vms"] = []
+    assert plan_site_failback(facts, ["we1", "we2"], ["hv1"], mapping)["moves"] == []
