@@ -143,7 +143,7 @@ options:
     description:
       - Names at the destination site of the source site's networks, bridges and pools, as
         M(hvmaint.libvirt.live_migrate)'s O(hvmaint.libvirt.live_migrate#module:site_mapping). For a failback, the
-        evacuation's mapping: the plan reverses it, and RV(site_mapping) is the mapping the moves take.
+        evacuation's mapping, which the plan reverses; and RV(site_mapping) is the mapping the moves take.
     type: dict
     version_added: 0.2.0
   site_failback:
