@@ -25,9 +25,9 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._site_mapping impo
     reverse_mapping,
 )
 
-# The name the source site goes by while the planner drains it as one host (never a real host's name: it has a
-# space).
-SITE_SOURCE = "source site"
+# The name the source site goes by while the planner drains it as one host (never a real host's name: it has
+# spaces), as it reads in the plan's warnings.
+SITE_SOURCE = "the source site"
 
 
 def _check_sites(by_name, site_from, site_to):
@@ -61,6 +61,12 @@ def _mapped_vms(facts, mapping, problems, only=None):
     return vms
 
 
+def _overrides_for(options, names):
+    """The options with host_overrides (the inventory's declared sizes) kept for the hosts the planner sees."""
+    overrides = options.get("host_overrides") or {}
+    return dict(options, host_overrides={name: value for name, value in overrides.items() if name in names})
+
+
 def _refuse_unmapped(problems, what):
     if problems:
         raise HvmaintError("the %s stops before anything moves: %s" % (what, "; ".join(sorted(set(problems)))))
@@ -80,9 +86,13 @@ def plan_site_evacuation(hosts_facts, site_from, site_to, site_mapping, **option
     first = by_name[sorted(site_from)[0]]
     # Memory and CPU count of the pseudo-host do not matter: it is only the source.
     site = dict(first, name=SITE_SOURCE, vms=vms, maintenance=None)
-    options = dict(options, exclude_hosts=[])
+    # The source site's hosts are known (a VM's home is one of them) but hold nothing and take nothing.
+    emptied = [dict(by_name[name], vms=[]) for name in sorted(site_from)]
+    options = _overrides_for(dict(options, exclude_hosts=sorted(site_from)), set(site_to) | set(site_from))
     planner_options = _Options(**options)
-    result = _Planner([by_name[name] for name in sorted(site_to)] + [site], planner_options).drain(SITE_SOURCE)
+    result = _Planner([by_name[name] for name in sorted(site_to)] + emptied + [site],
+                      planner_options).drain(SITE_SOURCE)
+    result["excluded_destinations"] = [e for e in result["excluded_destinations"] if e["host"] not in site_from]
     for entry in result["moves"] + result["unplaceable"]:
         entry["source"] = sources.get(entry["vm"], entry.get("source"))
     for entry in result["actions"]:
@@ -92,7 +102,7 @@ def plan_site_evacuation(hosts_facts, site_from, site_to, site_mapping, **option
     result["direction"] = "drain"
     result["site_from"], result["site_to"] = sorted(site_from), sorted(site_to)
     result["site_mapping"] = mapping
-    result["summary_lines"] = [line.replace(SITE_SOURCE, "site") for line in render_plan(result, planner_options)]
+    result["summary_lines"] = render_plan(result, planner_options)
     return result
 
 
@@ -109,6 +119,7 @@ def plan_site_failback(hosts_facts, site_from, site_to, site_mapping, **options)
             for name in sorted(site_from)]
     _refuse_unmapped(problems, "failback")
     options.pop("unplaceable_policy", None)
+    options = _overrides_for(options, set(site_from) | set(site_to))
     merged = None
     for home in sorted(site_to):
         # Only the VMs of the other site: a VM of this home that runs elsewhere at its own site is not the

@@ -56,7 +56,9 @@ def test_every_vm_of_the_site_is_placed_at_the_other_site_with_its_real_source()
 
 
 def test_a_site_without_room_stops_naming_the_reason():
-    plan = plan_site_evacuation(sites(west_memory_mib=2048), ["hv1"], ["we1", "we2"], MAPPING)
+    # Declared sizes (the inventory's) for every host, the source site's too, as the role passes them.
+    overrides = {name: {"memory_mib": 2048} for name in ("hv1", "we1", "we2")}
+    plan = plan_site_evacuation(sites(), ["hv1"], ["we1", "we2"], MAPPING, host_overrides=overrides)
     assert not plan["ok"] and plan["moves"] == []
     reasons = " ".join(r for u in plan["unplaceable"] for r in u["reasons"])
     assert "needs 2.0 GiB of memory" in reasons or "of memory" in reasons, reasons
