@@ -141,9 +141,10 @@ options:
     version_added: 0.2.0
   site_mapping:
     description:
-      - Names at the destination site of the source site's networks, bridges and pools, as
-        M(hvmaint.libvirt.live_migrate)'s O(hvmaint.libvirt.live_migrate#module:site_mapping). For a failback, the
-        evacuation's mapping, which the plan reverses; and RV(site_mapping) is the mapping the moves take.
+      - Names at the destination site of the source site's networks, bridges and pools - C(networks),
+        C(bridges) and C(pools), each a dictionary of source name to target name, and C(default_network),
+        C(default_bridge) and C(default_pool) for names they do not list. For a failback, the evacuation's
+        mapping, which the plan reverses; RV(site_mapping) is the mapping the moves take.
     type: dict
     version_added: 0.2.0
   site_failback:
@@ -361,8 +362,7 @@ prediction_model:
 site_mapping:
   description:
     - With O(site_from), the mapping the moves take (normalized, every key present; for a failback the reverse of
-      O(site_mapping)). Pass it to M(hvmaint.libvirt.live_migrate)'s
-      O(hvmaint.libvirt.live_migrate#module:site_mapping) with RV(live_migrate_moves).
+      O(site_mapping)), for the moves of RV(live_migrate_moves).
   returned: with O(site_from)
   type: dict
   version_added: 0.2.0
