@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 import traceback
 
 LIBVIRT_IMPORT_ERROR = None
@@ -94,12 +95,40 @@ def _quiet_libvirt_errors():
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
+# libvirt's keepalive (a dead peer noticed in seconds, and every call waiting on it failing) works only in a
+# process that runs libvirt's event loop: without one, setKeepAlive fails and a call to a host whose link went
+# down waits for TCP to give up (many minutes), whatever the engine's own timeouts say.
+_EVENT_LOOP = {"thread": None}
+_EVENT_LOOP_LOCK = threading.Lock()
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+
+
+def _run_event_loop():
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+def ensure_event_loop():
+    """Run libvirt's default event loop in a daemon thread of this process, once, before any connection opens
+    (connections opened earlier get no keepalive)."""
+    with _EVENT_LOOP_LOCK:
+        if _EVENT_LOOP["thread"] is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        thread = threading.Thread(target=_run_event_loop, name="libvirt-events")
+        thread.daemon = True
+        thread.start()
+        _EVENT_LOOP["thread"] = thread
+
+
 def open_connection(uri=DEFAULT_URI, read_only=False):
     """Open a libvirt connection with keepalive, or raise HvmaintError saying what to fix."""
     if libvirt is None:
         raise HvmaintError("libvirt-python is not installed (apt install python3-libvirt, or pip install"
                            " libvirt-python)")
     _quiet_libvirt_errors()
+    ensure_event_loop()
     try:
         conn = libvirt.openReadOnly(uri) if read_only else libvirt.open(uri)
     except libvirt.libvirtError as exc:
@@ -107,10 +136,11 @@ def open_connection(uri=DEFAULT_URI, read_only=False):
     if conn is None:  # pragma: no cover - older bindings returned None
         raise HvmaintError("cannot connect to libvirt at %s" % uri)
     try:
-        # A dead peer is noticed within interval * (count + 1) seconds instead of TCP's minutes.
-        conn.setKeepAlive(5, 3)
+        # A dead peer is noticed within interval * (count + 1) seconds instead of TCP's minutes: libvirt then
+        # closes the connection and every call waiting on it fails.
+        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
     except libvirt.libvirtError:
-        pass  # local (unix socket) connections without an event loop do not support keepalive
+        pass  # a local (unix socket) connection needs none: a dead daemon closes its socket
     return conn
 
 

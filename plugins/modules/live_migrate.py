@@ -483,6 +483,13 @@ policy:
   description: The policy used, with every default filled in.
   returned: when O(state=migrated)
   type: dict
+startup_s:
+  description:
+    - Seconds the module spent before the first migration started, in C(connect_s) (the connections, with the
+      checks of each destination's identity) and C(preflight_s) (each VM looked up and its move decided).
+  returned: when O(state=migrated)
+  type: dict
+  sample: {"connect_s": 0.41, "preflight_s": 0.08}
 """
 
 import signal

@@ -214,6 +214,10 @@ class Migrator(Preflight, Verification, HistoryRecording):
             job.watcher = threading.Thread(target=self._watch, args=(job, wake), name="watch-%s" % plan.name)
             job.watcher.daemon = True
             job.watcher.start()
+            switchover = threading.Thread(target=self._watch_switchover, args=(job, wake),
+                                          name="switchover-%s" % plan.name)
+            switchover.daemon = True
+            switchover.start()
         return job
 
     def _watch(self, job, wake=None):
@@ -229,18 +233,10 @@ class Migrator(Preflight, Verification, HistoryRecording):
             job.watch_dom = conn.lookupByUUIDString(job.plan.uuid)
         except (HvmaintError, libvirt.libvirtError):
             job.watch_dom = None  # the shared connection serves
-        next_poll = time.monotonic() + POLL_INTERVAL_S
         try:
-            while not job.done.wait(SWITCHOVER_CHECK_S):
+            while not job.done.wait(POLL_INTERVAL_S):
                 try:
-                    if not job.switched_over and self._runs_on_destination(job):
-                        job.result["switched_over_at"] = round(time.time(), 3)
-                        job.switched_over = True
-                        if wake is not None:
-                            wake.set()
-                    if time.monotonic() >= next_poll:
-                        next_poll += POLL_INTERVAL_S
-                        self._monitor(job)
+                    self._monitor(job)
                 except Exception as exc:  # noqa: BLE001 - a watcher must not die silently; the migration goes on
                     job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1),
                                                 "iteration": None, "action": "error",
@@ -248,6 +244,20 @@ class Migrator(Preflight, Verification, HistoryRecording):
         finally:
             job.watch_dom = None
             close_quietly(conn)
+
+    def _watch_switchover(self, job, wake):
+        """Ask the destination every SWITCHOVER_CHECK_S whether it runs the VM yet (Batch then frees the job's
+        slot). A thread of its own: a call to a destination whose link went down waits until keepalive gives up
+        on the connection, and that wait must not hold back the watcher's timeouts and aborts on the source."""
+        while not job.switched_over and not job.done.wait(SWITCHOVER_CHECK_S):
+            try:
+                if self._runs_on_destination(job):
+                    job.result["switched_over_at"] = round(time.time(), 3)
+                    job.switched_over = True
+                    if wake is not None:
+                        wake.set()
+            except Exception:  # noqa: BLE001 - only the early release of the slot is lost; the call's end counts
+                return
 
     def _runs_on_destination(self, job):
         """True once the destination runs the VM: libvirt resumed it there (Finish), and what remains of the

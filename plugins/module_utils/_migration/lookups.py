@@ -24,6 +24,10 @@ def _lookup(conn, name=None, uuid=None):
 
 
 def _presence(conn, uuid):
+    """Whether the host behind conn has the domain: defined (persistent), running (active, paused included),
+    persistent; all None with an "error" when it could not be asked (no connection is not an answer)."""
+    if conn is None:
+        return {"defined": None, "running": None, "persistent": None, "error": "no connection"}
     try:
         dom = _lookup(conn, uuid=uuid)
         if dom is None:

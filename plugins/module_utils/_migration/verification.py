@@ -23,6 +23,19 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results
 )
 
 
+# How long a failed migration waits for the destination's libvirtd to drop the incoming copy: longer than libvirt's
+# default migration keepalive (5 s x 5) after which a destination behind a cut link gives the migration up.
+INCOMING_CLEANUP_WAIT_S = 45.0
+INCOMING_CLEANUP_POLL_S = 1.0
+
+
+def _incoming_left(where):
+    """The source runs the VM and the destination still has a transient copy: the incoming side of the failed
+    migration, not yet cleaned up."""
+    src, dst = where["source"], where["destination"]
+    return bool(src.get("running") and dst.get("error") is None and dst.get("running") and not dst.get("persistent"))
+
+
 class Verification:
     """The after-the-call half of a Migrator (mixed into it): needs its connections, source, destination,
     verify and record_history, and HistoryRecording._record."""
@@ -73,6 +86,11 @@ class Verification:
         if left is not None:
             if left.isActive():
                 problems.append("%s still runs on %s after the migration" % (plan.name, self.source))
+                if dest_dom.isActive():
+                    job.result["needs_attention"] = (
+                        "%s is active on both %s and %s after libvirt reported the migration done: nothing was"
+                        " stopped or removed. Find which copy runs the VM (virsh domstate --reason on both hosts)"
+                        " before destroying the other" % (plan.name, self.source, self.destination))
             elif not problems:
                 left.undefine()
                 job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
@@ -87,6 +105,8 @@ class Verification:
         if reason is None and code == getattr(libvirt, "VIR_ERR_OPERATION_ABORTED", 78):
             reason = "user"   # aborted from outside: state=aborted, virsh domjobabort, or a signal to the module
         where = self._locate(plan)
+        if not job.escalator.postcopy:
+            where = self._settled(plan, where)
         job.result["where"] = where
         if job.escalator.postcopy and not plan.offline and not (
                 where["destination"].get("running") and where["destination"].get("persistent")
@@ -164,6 +184,16 @@ class Verification:
             % (plan.name, self.destination, self.source, self.source, self.destination))
         job.result["error"] = "%s; %s" % (problem, _where_text(plan.name, self.source, self.destination, where))
 
+    def _settled(self, plan, where):
+        """After a failed (pre-copy) migration the destination may still hold the incoming copy, paused and
+        transient, until its libvirtd cleans up (at once, or once its keepalive gives up on a cut link): wait a
+        bounded time for that rather than report the VM on two hosts, or act on a state about to change."""
+        deadline = time.monotonic() + INCOMING_CLEANUP_WAIT_S
+        while _incoming_left(where) and time.monotonic() < deadline:
+            time.sleep(INCOMING_CLEANUP_POLL_S)
+            where = self._locate(plan)
+        return where
+
     def _locate(self, plan):
         """Where the VM is now: defined / running / persistent on source and destination (None: unknown)."""
         where = {"source": _presence(self.sconn, plan.uuid)}
@@ -181,6 +211,15 @@ class Verification:
             job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
                                         "action": "repair", "detail": detail})
         src_known, dst_known = src.get("error") is None, dst.get("error") is None
+        if src.get("running") and dst.get("running"):
+            # Both copies are active: which one holds the VM's newest state is not for a repair to guess, and
+            # defining, starting or removing either could double or lose it.
+            job.result["needs_attention"] = (
+                "%s is active on both %s and %s: nothing was defined, started, stopped or removed. Find which copy"
+                " runs the VM (virsh domstate --reason and domjobinfo on both hosts) before destroying the other"
+                % (plan.name, self.source, self.destination))
+            note("needs attention: " + job.result["needs_attention"])
+            return
         try:
             if dst.get("running") and dst.get("persistent") and src.get("defined") and not src.get("running"):
                 _lookup(self.sconn, uuid=plan.uuid).undefine()

@@ -105,3 +105,94 @@ def test_post_copy_is_asked_for_once_while_libvirt_answers():
     ("10.77.0.12", "hv2", True), ("hv2", "hv3", False), ("kvm02.example.com", "kvm03.example.com", False)])
 def test_destination_names(named, reported, same):
     assert same_host_name(named, reported) is same
+
+
+# What the lab showed after a cut link (tests/integration/test_faults.py, link_cut): the source still runs the VM
+# and the destination holds the incoming copy, paused and transient (virsh domstate --reason: paused (migration)).
+INCOMING = {"defined": False, "running": True, "persistent": False}
+
+
+@pytest.mark.parametrize("src, dst", [(RUNNING, INCOMING), (TRANSIENT, TRANSIENT), (RUNNING, RUNNING),
+                                      (TRANSIENT, INCOMING)])
+def test_a_vm_active_on_both_hosts_needs_attention_and_nothing_is_defined(src, dst):
+    engine, job = repair(src, dst)
+    assert engine.sconn.defined == [] and engine.dconn.defined == []
+    assert "active on both hv1 and hv2" in job.result["needs_attention"]
+
+
+class LocateScript:
+    """A Migrator whose _locate answers the states recorded on the lab, one per call."""
+
+    def __init__(self, states):
+        self.states = list(states)
+        self.calls = 0
+
+    def __call__(self, _plan):
+        self.calls += 1
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return {"source": dict(state[0]), "destination": dict(state[1])}
+
+
+def test_a_failed_migration_waits_for_the_destination_to_drop_its_incoming_copy(monkeypatch):
+    from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import verification
+
+    monkeypatch.setattr(verification, "INCOMING_CLEANUP_POLL_S", 0.0)
+    engine = Migrator.__new__(Migrator)
+    engine.sconn, engine.dconn, engine.source, engine.destination = FakeConn(), FakeConn(), "hv1", "hv2"
+    engine._locate = LocateScript([(RUNNING, INCOMING), (RUNNING, INCOMING), (RUNNING, ABSENT)])
+    plan = Plan("work1")
+    plan.uuid = "u-1"
+    where = engine._settled(plan, engine._locate(plan))
+    assert where["destination"] == ABSENT and engine._locate.calls == 3
+
+
+def test_an_incoming_copy_that_stays_is_reported_not_waited_for_for_ever(monkeypatch):
+    from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import verification
+
+    monkeypatch.setattr(verification, "INCOMING_CLEANUP_WAIT_S", 0.05)
+    monkeypatch.setattr(verification, "INCOMING_CLEANUP_POLL_S", 0.01)
+    engine = Migrator.__new__(Migrator)
+    engine._locate = LocateScript([(RUNNING, INCOMING)])
+    plan = Plan("work1")
+    where = engine._settled(plan, engine._locate(plan))
+    assert where["destination"] == INCOMING
+    engine.sconn, engine.dconn, engine.source, engine.destination = FakeConn(), FakeConn(), "hv1", "hv2"
+    job = FakeJob()
+    plan.uuid, plan.inactive_xml, plan.offline, plan.destination_defined = "u-1", "<domain/>", False, False
+    engine._repair(plan, job, where)
+    assert "active on both" in job.result["needs_attention"]
+
+
+class Domain:
+    def __init__(self, active, persistent=True):
+        self.active, self.persistent, self.undefined = active, persistent, False
+
+    def isActive(self):  # noqa: N802 - libvirt's name
+        return self.active
+
+    def isPersistent(self):  # noqa: N802 - libvirt's name
+        return self.persistent
+
+    def undefine(self):
+        self.undefined = True
+
+
+class SourceWith(FakeConn):
+    def __init__(self, dom):
+        super().__init__()
+        self.dom = dom
+
+    def lookupByUUIDString(self, _uuid):  # noqa: N802 - libvirt's name
+        return self.dom
+
+
+def test_a_vm_still_active_on_its_source_after_a_reported_success_needs_attention():
+    engine = Migrator.__new__(Migrator)
+    left = Domain(active=True)
+    engine.sconn, engine.dconn, engine.source, engine.destination = SourceWith(left), FakeConn(), "hv1", "hv2"
+    plan = Plan("work1")
+    plan.uuid, plan.offline = "u-1", False
+    job = FakeJob()
+    problems = engine._verify_moved(plan, Domain(active=True), job)
+    assert problems == ["work1 still runs on hv1 after the migration"]
+    assert "active on both hv1 and hv2" in job.result["needs_attention"] and not left.undefined

@@ -1,0 +1,144 @@
+"""A migration whose destination's link is cut: the engine must end it within a bounded time, with the VM on one
+host, and never act on a state it could not read.
+
+The destination behind a cut link is a stand-in whose every call waits, as a call on a TCP connection to an
+unreachable peer does, then fails as libvirt's keepalive makes it fail. The source's states are those the lab
+showed (tests/integration/test_faults.py, case link_cut): the VM running and persistent on the source, and, until
+the destination's libvirtd gave the migration up, a paused transient copy on the destination.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, libvirt
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import engine as engine_module
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import verification
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.engine import Migrator
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.lookups import _presence
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import POLICY_OPTIONS, validate_policy
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.preflight import Plan
+
+from .test_migration import RUNNING_16S
+
+pytestmark = pytest.mark.skipif(libvirt is None, reason="libvirt-python is needed for its error class")
+
+UUID = "3d5b0f7a-3c57-4d2e-9a55-2c1f2f0b0c01"
+
+
+def libvirt_error(text):
+    error = libvirt.libvirtError(text)
+    error.err = (1, 0, text, 2, "", None, None, 0, 0)   # VIR_ERR_INTERNAL_ERROR, as libvirt reports it
+    return error
+
+
+class SourceDomain:
+    """work1 on the source: running, persistent; its migration stalls (the link is cut) until it is aborted."""
+
+    def __init__(self):
+        self.aborted = threading.Event()
+        self.abort_at = None
+
+    def migrateSetMaxDowntime(self, *_args):  # noqa: N802 - libvirt's name
+        pass
+
+    def migrateToURI3(self, *_args):  # noqa: N802 - libvirt's name
+        if not self.aborted.wait(60):
+            raise AssertionError("never aborted")
+        raise libvirt_error("operation aborted: migration out job: canceled by client")
+
+    def abortJob(self):  # noqa: N802 - libvirt's name
+        self.abort_at = time.monotonic()
+        self.aborted.set()
+
+    def jobStats(self, _flags=0):  # noqa: N802 - libvirt's name
+        return dict(RUNNING_16S)  # the same figures at every poll: no data moves
+
+    def isActive(self):  # noqa: N802 - libvirt's name
+        return True
+
+    def isPersistent(self):  # noqa: N802 - libvirt's name
+        return True
+
+
+class SourceConnection:
+    def __init__(self, dom):
+        self.dom = dom
+
+    def getHostname(self):  # noqa: N802 - libvirt's name
+        return "hv1"
+
+    def lookupByUUIDString(self, _uuid):  # noqa: N802 - libvirt's name
+        return self.dom
+
+    def close(self):
+        pass
+
+
+class CutDestination:
+    """Every call waits hang_s, then fails as a connection that keepalive closed."""
+
+    def __init__(self, hang_s):
+        self.hang_s = hang_s
+        self.calls = 0
+
+    def lookupByUUIDString(self, _uuid):  # noqa: N802 - libvirt's name
+        self.calls += 1
+        time.sleep(self.hang_s)
+        raise libvirt_error("Cannot recv data: Connection reset by peer (keepalive timeout)")
+
+    def close(self):
+        pass
+
+
+def link_cut_engine(monkeypatch, hang_s, **policy):
+    monkeypatch.setattr(engine_module, "open_connection", _unreachable)
+    monkeypatch.setattr(verification, "INCOMING_CLEANUP_WAIT_S", 0.0, raising=False)
+    options = {key: None for key in POLICY_OPTIONS}
+    options.update(policy)
+    dom = SourceDomain()
+    engine = Migrator("qemu+tls://hv1/system", "qemu+tls://hv2/system", validate_policy(options), destination="hv2",
+                      record_history=False, source_conn=SourceConnection(dom))
+    engine.dconn = CutDestination(hang_s)
+    plan = Plan("work1")
+    plan.uuid, plan.dom, plan.action, plan.memory_bytes, plan.inactive_xml = UUID, dom, "move", 256 << 20, "<x/>"
+    return engine, plan, dom
+
+
+def _unreachable(uri, *_args, **_kwargs):
+    raise HvmaintError("cannot connect to libvirt at %s: No route to host" % uri)
+
+
+def test_a_destination_that_does_not_answer_does_not_hold_back_the_progress_timeout(monkeypatch):
+    # The switch-over check asks the destination every 0.2 s; behind a cut link that call waits. The progress
+    # timeout (2 s) must still abort the migration on the source on time, not once the destination answers.
+    engine, plan, dom = link_cut_engine(monkeypatch, hang_s=8.0, progress_timeout_s=2)
+    started = time.monotonic()
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(results=engine.run([plan])), daemon=True)
+    worker.start()
+    assert dom.aborted.wait(6.0), "no abort within 6 s: the watcher waited on the destination"
+    assert dom.abort_at - started < 5.0
+    worker.join(30)
+    assert not worker.is_alive()
+    result = box["results"][0]
+    assert result["outcome"] == "failed" and result["timed_out"] == "progress_timeout"
+
+
+def test_a_link_cut_ends_failed_with_the_vm_on_its_source_and_the_destination_unknown(monkeypatch):
+    engine, plan, _dom = link_cut_engine(monkeypatch, hang_s=0.5, progress_timeout_s=1)
+    started = time.monotonic()
+    result = engine.run([plan])[0]
+    assert time.monotonic() - started < 20
+    assert result["outcome"] == "failed"
+    assert result["where"]["source"] == {"defined": True, "running": True, "persistent": True}
+    assert result["where"]["destination"]["error"]   # could not be read: not taken for absent
+    assert "needs_attention" not in result            # the VM runs, persistent, on its source
+
+
+def test_no_connection_is_not_an_answer():
+    assert _presence(None, UUID)["error"] == "no connection"
+    assert _presence(None, UUID)["defined"] is None
