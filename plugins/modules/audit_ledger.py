@@ -123,36 +123,48 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import (
 )
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            entries=dict(type="list", elements="dict", default=[]),
-            migrations=dict(type="list", elements="dict", default=[]),
-            actions=dict(type="list", elements="dict", default=[]),
-            tiers=dict(type="dict", default={}),
-            operation=dict(type="str"),
-            job=dict(type="str"),
-            by=dict(type="str"),
-            state=dict(type="str", choices=["present", "read", "ready"], default="present"),
-        ),
-        supports_check_mode=True,
+def argument_spec():
+    return dict(
+        path=dict(type="path", required=True),
+        entries=dict(type="list", elements="dict", default=[]),
+        migrations=dict(type="list", elements="dict", default=[]),
+        actions=dict(type="list", elements="dict", default=[]),
+        tiers=dict(type="dict", default={}),
+        operation=dict(type="str"),
+        job=dict(type="str"),
+        by=dict(type="str"),
+        state=dict(type="str", choices=["present", "read", "ready"], default="present"),
     )
-    path = module.params["path"]
+
+
+def record(params, check_mode, environ=None):
+    """The module's result for validated `params`; raises OSError or ValueError. The action plugin calls it too,
+    in the controller's own process, when the task runs on the controller."""
+    path = params["path"]
+    if params["state"] == "read":
+        return dict(changed=False, entries=read_entries(path))
+    if params["state"] == "ready":
+        return dict(changed=make_ready(path, check_mode), appended=0)
+    job = params["job"] or (os.environ if environ is None else environ).get("JOB_ID")
+    by = params["by"]
+    entries = list(params["entries"]) + entries_from_migrations(
+        params["migrations"], params["tiers"], params["operation"], job, by=by
+    ) + entries_from_actions(params["actions"], params["operation"], job, by=by)
+    appended = len(entries) if check_mode else append_entries(path, entries)
+    return dict(changed=bool(appended), appended=appended)
+
+
+def failure_message(path, exc):
+    return "cannot use the audit ledger at %s: %s" % (path, exc)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
-        if module.params["state"] == "read":
-            module.exit_json(changed=False, entries=read_entries(path))
-        if module.params["state"] == "ready":
-            module.exit_json(changed=make_ready(path, module.check_mode), appended=0)
-        job = module.params["job"] or os.environ.get("JOB_ID")
-        by = module.params["by"]
-        entries = list(module.params["entries"]) + entries_from_migrations(
-            module.params["migrations"], module.params["tiers"], module.params["operation"], job, by=by
-        ) + entries_from_actions(module.params["actions"], module.params["operation"], job, by=by)
-        appended = len(entries) if module.check_mode else append_entries(path, entries)
+        result = record(module.params, module.check_mode)
     except (OSError, ValueError) as exc:
-        module.fail_json(msg="cannot use the audit ledger at %s: %s" % (path, exc))
-    module.exit_json(changed=bool(appended), appended=appended)
+        module.fail_json(msg=failure_message(module.params["path"], exc))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
