@@ -67,6 +67,14 @@ options:
       destination_connect_uri:
         description: This module's own URI for the destination, as in O(destination_connect_uri).
         type: str
+      wave:
+        description:
+          - The wave the VM belongs to, when one call runs several waves (the C(drain_host) role's
+            C(drain_host_tier_overlap)). A VM starts only once every VM of a lower wave has started, so a later
+            wave takes the slots an earlier one no longer needs but never starts before it. A move without it
+            counts as wave 0.
+        type: int
+        version_added: 0.1.0
   state:
     description:
       - V(migrated) moves the VMs.
@@ -516,6 +524,7 @@ def argument_spec():
             destination=dict(type="str"),
             destination_uri=dict(type="str"),
             destination_connect_uri=dict(type="str"),
+            wave=dict(type="int"),
         )),
         state=dict(type="str", choices=["migrated", "aborted"], default="migrated"),
         destination=dict(type="str"),

@@ -107,6 +107,38 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(
     assert len(read_ledger(ledger)) == 2 * len(returned)
 
 
+def test_tier_overlap_starts_lower_tiers_while_the_last_critical_migration_runs(lab_at_home, ansible_env, tmp_path):
+    lab = lab_at_home
+    ledger = str(tmp_path / "ledger.jsonl")
+    moved_out = guests_of(lab, DRAINED)
+    drain = run_playbook(lab, ansible_env, "drain_host.yml", {
+        "drain_host_host": DRAINED, "drain_host_tiers": TIERS, "drain_host_ledger": ledger,
+        "drain_host_tier_overlap": True})
+    print(drain.stdout[-3000:])
+    # One call moved every tier (the wave loop ran once), and each VM was verified and recorded as in waves.
+    assert len(re.findall(r"TASK \[hvmaint\.libvirt\.drain_host : Move the wave's VMs\]", drain.stdout)) == 1
+    for name in moved_out:
+        defined, running = where_is(lab, name)
+        assert running and running[0] != DRAINED and defined == running, name
+    entries = [e for e in read_ledger(ledger) if e["operation"] == "drain"]
+    assert sorted(e["vm"] for e in entries) == sorted(moved_out)
+    assert all(e["outcome"] == "migrated" for e in entries)
+    rank = {"critical": 0, "high": 1, "low": 3}
+    # A VM of a lower tier starts only once every VM of the higher tiers has started ...
+    for entry in entries:
+        higher = [e for e in entries if rank[e["tier"]] < rank[entry["tier"]]]
+        assert all(e["started_at"] <= entry["started_at"] + 0.05 for e in higher), (entry["vm"], entry["tier"])
+    # ... and need not wait for them to end: the critical migration was still running when a lower tier started.
+    critical_end = max(e["started_at"] + e["duration_s"] for e in entries if e["tier"] == "critical")
+    assert min(e["started_at"] for e in entries if e["tier"] != "critical") < critical_end, entries
+    assert re.search(r"total: predicted [\d.]+ s, took [\d.]+ s", drain.stdout)
+
+    back = run_playbook(lab, ansible_env, "return_host.yml", {"return_host_host": DRAINED, "return_host_ledger": ledger})
+    print(back.stdout[-1000:])
+    for name in moved_out:
+        assert where_is(lab, name)[1] == [DRAINED], "%s did not come home" % name
+
+
 def test_check_mode_shows_the_plan_and_changes_nothing(lab_at_home, ansible_env, tmp_path):
     lab = lab_at_home
     ledger = str(tmp_path / "ledger.jsonl")

@@ -43,8 +43,11 @@ class Batch:
     def _abort_requested(self):
         return next((m._abort_requested for m in self.migrators if m._abort_requested), None)
 
-    def run(self, entries):
-        """entries: [(migrator, plan)]. Return one result per entry, in the entries' order."""
+    def run(self, entries, waves=None):
+        """entries: [(migrator, plan)]. Return one result per entry, in the entries' order. waves: VM name to a
+        wave number, when the list spans several waves (a drain's tiers run in one call): a VM starts only once
+        every VM of an earlier wave has started, so a later wave fills the slots the earlier one no longer needs
+        but never passes it."""
         for migrator, _plan in entries:
             if migrator not in self.migrators:
                 self.migrators.append(migrator)
@@ -78,8 +81,10 @@ class Batch:
                     # A failure stops the list: VMs already moving finish, the others are not started.
                     stop_starting = True
             while not stop_starting and sum(id(j) not in released for j in running) < self.policy.max_parallel:
+                first_wave = min(((waves or {}).get(plan.name, 0) for _migrator, plan in self._queued), default=0)
                 ready = next((item for item in self._queued
-                              if inbound.get(id(item[0]), 0) < self.policy.max_parallel_per_destination), None)
+                              if (waves or {}).get(item[1].name, 0) == first_wave
+                              and inbound.get(id(item[0]), 0) < self.policy.max_parallel_per_destination), None)
                 if ready is None:
                     break
                 self._queued.remove(ready)

@@ -176,7 +176,8 @@ def execute(params, check_mode=False, on_start=None):
             else:
                 if on_start is not None:
                     on_start(batch)
-                results = batch.run(plans)
+                results = batch.run(plans, waves={move["name"]: move["wave"] for move in params.get("moves") or ()
+                                                  if move.get("wave") is not None} or None)
             finished = True
     finally:
         close_quietly(sconn)

@@ -140,3 +140,24 @@ def test_check_mode_rebalance_plans_around_the_hosts_it_cannot_read(fleet):
                  "-e", "rebalance_max_moves=40", "-e", "rebalance_move_critical=true", "--check")
     plan = next(iter(task_results(report, "Plan the moves").values()))
     assert plan["ok"] and plan["hosts_emptied"] and "sim0001" in plan["hosts_left_empty"]
+
+
+def test_tier_overlap_runs_the_live_waves_in_one_call_each_move_keeping_its_wave(fleet):
+    runs = {}
+    for overlap in ("false", "true"):
+        report = run(fleet, "drain_host.yml", "-e", "drain_host_host=sim0002", "-e",
+                     "drain_host_tier_overlap=%s" % overlap, "--check")
+        plan = next(iter(task_results(report, "Plan where each VM goes").values()))
+        grouped = next(iter(task_results(report, "Group the waves into the runs that move them").values()))
+        runs[overlap] = grouped["ansible_facts"]["drain_host__runs"]
+        moved = [entry for entry in report["tasks"] if entry["task"] == "Move the wave's VMs"]
+        assert len(moved) == len(runs[overlap])
+    live = [wave for wave in plan["waves"] if wave["mode"] == "live"]
+    assert len(live) >= 2, "the simulated fleet's tiers give several live waves"
+    # Off (the default): one call per wave, as planned, moves without a wave number.
+    assert [r["live_migrate_moves"] for r in runs["false"]] == [w["live_migrate_moves"] for w in plan["waves"]]
+    # On: the live waves in one call, in the plan's order, each move with its wave; shut-off VMs after, apart.
+    merged = runs["true"][0]
+    assert merged["waves"] == [w["wave"] for w in live]
+    assert merged["live_migrate_moves"] == [dict(m, wave=w["wave"]) for w in live for m in w["live_migrate_moves"]]
+    assert runs["true"][1:] == [dict(w, waves=[w["wave"]]) for w in plan["waves"] if w["mode"] != "live"]

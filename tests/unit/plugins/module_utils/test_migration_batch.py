@@ -87,14 +87,14 @@ def fast_polling(monkeypatch):
     monkeypatch.setattr(scheduler, "POLL_INTERVAL_S", 0.01)
 
 
-def run_batch(moves, durations=None, failing=(), switch_after=None, **options):
+def run_batch(moves, durations=None, failing=(), switch_after=None, waves=None, **options):
     policy = validate_policy({key: options.get(key) for key in POLICY_OPTIONS})
     log, migrators = [], {}
     for _name, destination in moves:
         if destination not in migrators:
             migrators[destination] = TimedMigrator(destination, policy, log, durations or {}, failing, switch_after)
     batch = Batch(policy, migrators=list(migrators.values()))
-    results = batch.run([(migrators[destination], planned(name)) for name, destination in moves])
+    results = batch.run([(migrators[destination], planned(name)) for name, destination in moves], waves=waves)
     return results, log
 
 
@@ -125,6 +125,22 @@ def test_a_busy_destination_lets_later_moves_to_other_hosts_start_first():
     starts = [name for kind, name, _dest, _at in log if kind == "start"]
     assert starts == ["a", "c", "b"]
     assert [r["name"] for r in results] == ["a", "b", "c"], "results keep the order given"
+
+
+def test_a_later_wave_fills_the_free_slots_but_never_starts_before_an_earlier_wave():
+    # Wave 1 (critical): a and b to hv2, one slot there; wave 2: c and d to hv3. Without waves c would start
+    # beside a (hv3 is free); with them c waits until b has started, then takes the slot a leaves, while b runs.
+    moves = [("a", "hv2"), ("b", "hv2"), ("c", "hv3"), ("d", "hv3")]
+    waves = {"a": 1, "b": 1, "c": 2, "d": 2}
+    results, log = run_batch(moves, durations={"a": 0.2, "b": 0.4, "c": 0.2, "d": 0.05}, waves=waves,
+                             max_parallel=2, max_parallel_per_destination=1)
+    assert [r["outcome"] for r in results] == ["migrated"] * 4
+    at = {(kind, name): when for kind, name, _dest, when in log}
+    assert [name for kind, name, _dest, _at in log if kind == "start"] == ["a", "b", "c", "d"]
+    assert at[("start", "c")] >= at[("start", "b")]
+    assert at[("start", "c")] < at[("end", "b")] - 0.1, "the lower tier overlaps the last critical migration"
+    _results, log = run_batch(moves, durations={"a": 0.2, "b": 0.4}, max_parallel=2, max_parallel_per_destination=1)
+    assert [name for kind, name, _dest, _at in log if kind == "start"][:2] == ["a", "c"], "no waves: c passes b"
 
 
 def test_moves_start_in_the_order_given_when_nothing_holds_them_back():
