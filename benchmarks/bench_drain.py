@@ -289,6 +289,30 @@ def report(rounds, source, names):
     downtimes = [d for r in rounds for _t, d in r["drain_jobs"].values() if d is not None]
     if downtimes:
         print("drain downtime: %d-%d ms (median %d ms)" % (min(downtimes), max(downtimes), med(downtimes)))
+    # Where the fixed cost goes: each task outside the migration phase (summed over its runs in a drain), median
+    # over the rounds, longest first; module runs are the tasks that take about a second or more here.
+    names = []
+    for r in rounds:
+        for task in r["drain"]["tasks"]:
+            if task["name"] not in names and "Move the wave" not in task["name"]:
+                names.append(task["name"])
+    per_task = []
+    for name in names:
+        per_round = [sum(t["seconds"] for t in r["drain"]["tasks"] if t["name"] == name) for r in rounds]
+        runs = max(sum(1 for t in r["drain"]["tasks"] if t["name"] == name) for r in rounds)
+        per_task.append((med(per_round), runs, name))
+    per_task.sort(reverse=True)
+    print("\nfixed cost by task (median over rounds, summed over the task's runs in one drain):")
+    print("| task | runs | seconds |")
+    print("| --- | --- | --- |")
+    for seconds, runs, name in per_task:
+        if seconds >= 0.5:
+            print("| %s | %d | %.2f |" % (name.split(" : ", 1)[-1][:90], runs, seconds))
+    small = [p for p in per_task if p[0] < 0.5]
+    print("| %d other tasks (includes, facts set, asserts, messages) | %d | %.2f |" % (
+        len(small), sum(p[1] for p in small), sum(p[0] for p in small)))
+    print("| ansible-playbook's own start and end (whole - sum of tasks) | | %.2f |" % med(
+        r["drain"]["wall"] - sum(t["seconds"] for t in r["drain"]["tasks"]) for r in rounds))
     print("\nall rounds: %s" % [{"drain": round(r["drain"]["wall"], 1), "phase": round(r["drain"]["phase"], 1),
                                  "virsh": round(r["virsh"], 1), "xargs": round(r["xargs"], 1),
                                  "bound": round(r["bound"], 1)} for r in rounds])
