@@ -158,6 +158,7 @@ class Lab:
         self.make_pki()
         self.make_ssh_keys()
         self.make_uplink()
+        self.make_router()
         for name in self.hosts:
             self.start_host(name)
         for name in self.hosts:
@@ -257,14 +258,76 @@ class Lab:
             write_file(os.path.join(self.host_dir(name), "root-ssh", "known_hosts"), text, 0o600)
 
     # -- network: a bridge in the root namespace is the shared layer-2 segment --
+    # A lab with "sites" (lab-sites.json) has one segment per site, each its own bridge and subnet, joined by a
+    # router namespace whose links are rate-limited (tbf) to stand for a WAN; the controller sits on the first
+    # site's segment and reaches the others through the router. A "guest_segment" is a layer-2 segment that
+    # every host's guest bridge joins (a guest VLAN stretched across the sites), so a guest keeps its address
+    # when it moves to another site.
+    def sites(self):
+        """{site name: {uplink_bridge, subnet, router_address}}; a lab without sites is one site, ""."""
+        sites = self.config.get("sites")
+        if not sites:
+            return {"": {"uplink_bridge": self.config["uplink_bridge"], "subnet": self.config["subnet"]}}
+        return sites
+
+    def site_of(self, name):
+        return self.hosts[name].get("site", "")
+
+    def bridges(self):
+        """Every bridge of the root namespace that this lab makes."""
+        names = [site["uplink_bridge"] for site in self.sites().values()]
+        if self.config.get("guest_segment"):
+            names.append(self.config["guest_segment"]["uplink_bridge"])
+        return names
+
     def make_uplink(self):
-        bridge = self.config["uplink_bridge"]
-        if run(["ip", "link", "show", bridge], check=False).returncode != 0:
-            run(["ip", "link", "add", bridge, "type", "bridge"])
-        addr = "%s/24" % self.config["controller_address"]
-        if addr not in run(["ip", "-o", "addr", "show", "dev", bridge]).stdout:
-            run(["ip", "addr", "add", addr, "dev", bridge])
-        run(["ip", "link", "set", bridge, "up"])
+        controller = {self.config["uplink_bridge"]: self.config["controller_address"]}
+        if self.config.get("guest_segment"):
+            segment = self.config["guest_segment"]
+            controller[segment["uplink_bridge"]] = segment["controller_address"]
+        for bridge in self.bridges():
+            if run(["ip", "link", "show", bridge], check=False).returncode != 0:
+                run(["ip", "link", "add", bridge, "type", "bridge"])
+            if bridge in controller:
+                addr = "%s/24" % controller[bridge]
+                if addr not in run(["ip", "-o", "addr", "show", "dev", bridge]).stdout:
+                    run(["ip", "addr", "add", addr, "dev", bridge])
+            run(["ip", "link", "set", bridge, "up"])
+
+    def router_netns(self):
+        return self.netns(self.config["router"]["name"]) if self.config.get("router") else None
+
+    def make_router(self):
+        """The router between the sites: a namespace with a leg on each site's segment, forwarding, and tbf on
+        each leg (egress shapes each direction once). The controller routes to the other sites through it."""
+        router = self.config.get("router")
+        if not router:
+            return
+        ns = self.router_netns()
+        sites = self.sites()
+        first = next(site for site in sites.values() if site["uplink_bridge"] == self.config["uplink_bridge"])
+        if not os.path.exists(os.path.join("/run/netns", ns)):
+            log("starting router %s between sites %s (%s)" % (router["name"], ", ".join(sorted(self.sites())),
+                                                              router["rate"]))
+            run(["ip", "netns", "add", ns])
+            inside = ["ip", "netns", "exec", ns]
+            run(inside + ["ip", "link", "set", "lo", "up"])
+            run(inside + ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+            for site_name, site in sorted(self.sites().items()):
+                leg = "%s%s-%s" % (self.veth_prefix, router["name"], site_name[:1])
+                run(["ip", "link", "add", leg, "type", "veth", "peer", "name", "leg-" + site_name, "netns", ns])
+                run(["ip", "link", "set", leg, "master", site["uplink_bridge"], "up"])
+                run(inside + ["ip", "addr", "add", "%s/24" % site["router_address"], "dev", "leg-" + site_name])
+                run(inside + ["ip", "link", "set", "leg-" + site_name, "up"])
+                run(inside + ["tc", "qdisc", "replace", "dev", "leg-" + site_name, "root", "tbf", "rate",
+                              router["rate"], "burst", router.get("burst", "64kb"), "latency",
+                              router.get("latency", "100ms")])
+        for site_name, site in sites.items():
+            if site["uplink_bridge"] == first["uplink_bridge"]:
+                continue
+            subnet = "%s.0/24" % site["subnet"]
+            run(["ip", "route", "replace", subnet, "via", first["router_address"],
+                 "dev", self.config["uplink_bridge"]])
 
     def start_host(self, name):
         host = self.hosts[name]
@@ -278,17 +341,29 @@ class Lab:
         ns = self.netns(name)
         run(["ip", "netns", "add", ns])
         veth = self.veth_prefix + name
+        sites = self.sites()
+        site = sites[self.site_of(name)]
         run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
-        run(["ip", "link", "set", veth, "master", self.config["uplink_bridge"], "up"])
+        run(["ip", "link", "set", veth, "master", site["uplink_bridge"], "up"])
         inside = ["ip", "netns", "exec", ns]
         run(inside + ["ip", "link", "set", "lo", "up"])
         run(inside + ["ip", "link", "add", "br0", "type", "bridge"])
         run(inside + ["ip", "link", "set", "eth0", "master", "br0", "up"])
         run(inside + ["ip", "addr", "add", "%s/24" % host["address"], "dev", "br0"])
         run(inside + ["ip", "link", "set", "br0", "up"])
+        for other_name, other in sites.items():
+            if other_name != self.site_of(name):
+                # The other sites are reached through the router (the WAN link).
+                run(inside + ["ip", "route", "add", "%s.0/24" % other["subnet"], "via", site["router_address"]])
         for bridge in host.get("bridges", []):
             run(inside + ["ip", "link", "add", bridge, "type", "bridge"])
             run(inside + ["ip", "link", "set", bridge, "up"])
+        if self.config.get("guest_segment"):
+            # The guest bridge's uplink joins the stretched guest segment (a second link, eth1).
+            guest_veth = "%sg-%s" % (self.veth_prefix, name)
+            run(["ip", "link", "add", guest_veth, "type", "veth", "peer", "name", "eth1", "netns", ns])
+            run(["ip", "link", "set", guest_veth, "master", self.config["guest_segment"]["uplink_bridge"], "up"])
+            run(inside + ["ip", "link", "set", "eth1", "master", host["guest_bridge"], "up"])
         log_path = os.path.join(hdir, "init.log")
         with open(log_path, "ab") as out:
             init = subprocess.Popen(inside + ["unshare", "--mount", "--uts", "--propagation", "private", "--fork",
@@ -370,6 +445,8 @@ class Lab:
         host = self.hosts[name]
         networks = {"lan": "br0"}
         networks.update({bridge.replace("br-", ""): bridge for bridge in host.get("bridges", [])})
+        # A host of another site names its networks its own way (lab-sites.json): the collection maps them.
+        networks = host.get("networks", networks)
         existing = self.virsh(name, ["net-list", "--all", "--name"]).stdout.split()
         for net, bridge in sorted(networks.items()):
             if net not in existing:
@@ -379,12 +456,25 @@ class Lab:
                 self.virsh(name, ["net-autostart", net])
             if net not in self.virsh(name, ["net-list", "--name"]).stdout.split():
                 self.virsh(name, ["net-start", net])
+        pool = self.pool(name)
         pools = self.virsh(name, ["pool-list", "--all", "--name"]).stdout.split()
-        if "default" not in pools:
-            self.define_from_xml(name, "pool-define", POOL_XML)
-            self.virsh(name, ["pool-autostart", "default"])
-        if "default" not in self.virsh(name, ["pool-list", "--name"]).stdout.split():
-            self.virsh(name, ["pool-start", "default"])
+        if pool["name"] not in pools:
+            os.makedirs(self.host_path(name, pool["path"]), exist_ok=True)
+            self.define_from_xml(name, "pool-define", POOL_XML % pool)
+            self.virsh(name, ["pool-autostart", pool["name"]])
+        if pool["name"] not in self.virsh(name, ["pool-list", "--name"]).stdout.split():
+            self.virsh(name, ["pool-start", pool["name"]])
+
+    def pool(self, name):
+        """The host's storage pool for guest disks: {name, path}; a host of another site has its own names."""
+        return self.hosts[name].get("pool", {"name": "default", "path": "/var/lib/libvirt/images"})
+
+    def host_path(self, name, path):
+        """Where a path under /var/lib/libvirt inside host `name` is in the root file system."""
+        prefix = "/var/lib/libvirt/"
+        if not path.startswith(prefix):
+            raise LabError("host %s: %s is not under %s" % (name, path, prefix))
+        return os.path.join(self.host_dir(name), "var-lib-libvirt", path[len(prefix):])
 
     def define_from_xml(self, name, verb, xml):
         with tempfile.NamedTemporaryFile("w", suffix=".xml", dir=self.state_dir, delete=False) as handle:
@@ -460,8 +550,9 @@ class Lab:
         return result
 
     def probe_guest(self, host, kind, domain_type):
-        probe = {"name": "hvlab-probe", "kind": kind, "memory_mib": 128, "ip": "%s.250" % self.config["subnet"],
-                 "dirty_mib_s": 0}
+        subnet = (self.config.get("guest_segment") or self.config)["subnet"]
+        probe = {"name": "hvlab-probe", "kind": kind, "memory_mib": 128, "ip": "%s.250" % subnet,
+                 "dirty_mib_s": 0, "host": host}
         xml = self.guest_xml(probe, domain_type)
         self.virsh(host, ["destroy", "hvlab-probe"], check=False)
         with tempfile.NamedTemporaryFile("w", suffix=".xml", dir=self.state_dir, delete=False) as handle:
@@ -497,8 +588,8 @@ class Lab:
         disk = ""
         if guest.get("disk_mib"):
             disk = ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-                    "<source file='/var/lib/libvirt/images/%s.qcow2'/><target dev='vda' bus='virtio'/></disk>"
-                    % name)
+                    "<source file='%s/%s.qcow2'/><target dev='vda' bus='virtio'/></disk>"
+                    % (self.pool(guest["host"])["path"], name))
         return GUEST_XML % {
             "type": domain_type, "name": name, "uuid": guest_uuid, "memory": guest["memory_mib"], "cpu": cpu,
             "os": os_boot, "disk": disk, "mac": mac, "network": guest.get("network", "lan"),
@@ -517,45 +608,7 @@ class Lab:
                     running.append(host)
         return defined, running
 
-    def repair_doubled_guest(self, guest):
-        """A guest found on several hosts (a test that failed mid-migration can leave one so): abort its migration
-        jobs, give libvirt time to drop an incoming copy, then keep one copy (a running one, on the guest's home
-        host first) and destroy and undefine the others, saying so. The lab's guests hold nothing worth keeping;
-        on real hosts which copy to keep is for a person to decide (vm_locate flags such a VM)."""
-        name = guest["name"]
-        defined, running = self.locate_guest(name)
-        if len(defined) <= 1 and len(running) <= 1:
-            return
-        log("guest %s is on several hosts (defined on %s, running on %s): repairing" % (
-            name, ", ".join(defined), ", ".join(running) or "none"))
-        for host in defined:
-            self.virsh(host, ["domjobabort", name], check=False)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            defined, running = self.locate_guest(name)
-            if len(defined) <= 1 and len(running) <= 1:
-                log("guest %s: its migration was aborted; it is now only on %s" % (name, ", ".join(defined)))
-                return
-            time.sleep(2)
-        states = {host: self.virsh(host, ["domstate", name], check=False).stdout.strip() for host in defined}
-        active = [host for host in defined if states[host] == "running"]
-        candidates = active or defined
-        keep = guest["host"] if guest["host"] in candidates else candidates[0]
-        for host in defined:
-            if host != keep:
-                log("guest %s: removing its copy on %s (%s); keeping the one on %s (%s)" % (
-                    name, host, states[host], keep, states[keep]))
-                self.virsh(host, ["destroy", name], check=False)
-                self.virsh(host, ["undefine", name], check=False)
-        defined, running = self.locate_guest(name)
-        if len(defined) > 1 or len(running) > 1:
-            raise LabError("guest %s is still on several hosts (defined on %s, running on %s): remove the extra"
-                           " copies with virsh destroy and undefine (tests/lab/lab env gives the URIs)"
-                           % (name, defined, running))
-
     def ensure_guests(self, domain_types):
-        for guest in self.config["guests"]:
-            self.repair_doubled_guest(guest)
         for guest in self.config["guests"]:
             name = guest["name"]
             defined, running = self.locate_guest(name)
@@ -573,8 +626,8 @@ class Lab:
                 raise LabError("guest %s does not answer ping at %s" % (guest["name"], guest["ip"]))
 
     def make_guest_disk(self, guest):
-        images = os.path.join(self.host_dir(guest["host"]), "var-lib-libvirt", "images")
-        target = os.path.join(images, "%s.qcow2" % guest["name"])
+        pool = self.pool(guest["host"])
+        target = os.path.join(self.host_path(guest["host"], pool["path"]), "%s.qcow2" % guest["name"])
         raw = target + ".raw"
         # Random content, so that a test can tell a faithfully copied disk from an empty one.
         with open(raw, "wb") as handle:
@@ -582,7 +635,7 @@ class Lab:
                 handle.write(os.urandom(1024 * 1024))
         run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, target])
         os.unlink(raw)
-        self.virsh(guest["host"], ["pool-refresh", "default"])
+        self.virsh(guest["host"], ["pool-refresh", pool["name"]])
 
     # -- inventory --
     def write_inventory(self):
@@ -605,6 +658,12 @@ class Lab:
                       "          hvmaint_migration_uri: qemu+tls://%s/system" % name,
                       "          hvmaint_memory_mib: %d" % host["memory_mib"],
                       "          hvmaint_vcpus: %d" % host["vcpus"]]
+        if self.config.get("sites"):
+            # A site is an inventory group (site_<name>) of the hypervisors there.
+            lines += ["      children:"]
+            for site_name in sorted(self.sites()):
+                lines += ["        site_%s:" % site_name, "          hosts:"]
+                lines += ["            %s:" % name for name in self.hosts if self.site_of(name) == site_name]
         write_file(os.path.join(self.state_dir, "inventory.yml"), "\n".join(lines) + "\n")
 
     # ---- status ------------------------------------------------------------------------------------------
@@ -655,13 +714,16 @@ class Lab:
                 raise LabError("processes in %s would not die" % ns)
             run(["ip", "netns", "del", ns], check=False)
         # The namespace's end of the veth pair dies with the namespace; the root end follows it.
-        if run(["ip", "link", "show", self.veth_prefix + name], check=False).returncode == 0:
-            run(["ip", "link", "del", self.veth_prefix + name], check=False)
+        for veth in (self.veth_prefix + name, "%sg-%s" % (self.veth_prefix, name)):
+            if run(["ip", "link", "show", veth], check=False).returncode == 0:
+                run(["ip", "link", "del", veth], check=False)
 
     def down(self):
         if os.geteuid() != 0:
             raise LabError("the lab needs root")
         names = set(self.hosts)
+        if self.config.get("router"):
+            names.add(self.config["router"]["name"])
         if os.path.isdir("/run/netns"):
             names |= {n[len(self.netns_prefix):] for n in os.listdir("/run/netns")
                       if n.startswith(self.netns_prefix)}
@@ -678,9 +740,10 @@ class Lab:
                 except ProcessLookupError:
                     pass
             time.sleep(0.1)
-        bridge = self.config["uplink_bridge"]
-        if run(["ip", "link", "show", bridge], check=False).returncode == 0:
-            run(["ip", "link", "del", bridge])
+        for bridge in self.bridges():
+            # Deleting a bridge removes the routes through it (the controller's routes to other sites).
+            if run(["ip", "link", "show", bridge], check=False).returncode == 0:
+                run(["ip", "link", "del", bridge])
         state = self.read_state()
         other_labs = [n for n in os.listdir("/run/netns")
                       if n.startswith(LAB_NETNS_FAMILY)] if os.path.isdir("/run/netns") else []
@@ -808,7 +871,7 @@ touch %(hdir)s/ready
 exec sleep infinity
 """
 
-POOL_XML = """<pool type='dir'><name>default</name><target><path>/var/lib/libvirt/images</path></target></pool>"""
+POOL_XML = """<pool type='dir'><name>%(name)s</name><target><path>%(path)s</path></target></pool>"""
 
 GUEST_XML = """<domain type='%(type)s'>
   <name>%(name)s</name>
