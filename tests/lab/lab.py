@@ -608,7 +608,45 @@ class Lab:
                     running.append(host)
         return defined, running
 
+    def repair_doubled_guest(self, guest):
+        """A guest found on several hosts (a test that failed mid-migration can leave one so): abort its migration
+        jobs, give libvirt time to drop an incoming copy, then keep one copy (a running one, on the guest's home
+        host first) and destroy and undefine the others, saying so. The lab's guests hold nothing worth keeping;
+        on real hosts which copy to keep is for a person to decide (vm_locate flags such a VM)."""
+        name = guest["name"]
+        defined, running = self.locate_guest(name)
+        if len(defined) <= 1 and len(running) <= 1:
+            return
+        log("guest %s is on several hosts (defined on %s, running on %s): repairing" % (
+            name, ", ".join(defined), ", ".join(running) or "none"))
+        for host in defined:
+            self.virsh(host, ["domjobabort", name], check=False)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            defined, running = self.locate_guest(name)
+            if len(defined) <= 1 and len(running) <= 1:
+                log("guest %s: its migration was aborted; it is now only on %s" % (name, ", ".join(defined)))
+                return
+            time.sleep(2)
+        states = {host: self.virsh(host, ["domstate", name], check=False).stdout.strip() for host in defined}
+        active = [host for host in defined if states[host] == "running"]
+        candidates = active or defined
+        keep = guest["host"] if guest["host"] in candidates else candidates[0]
+        for host in defined:
+            if host != keep:
+                log("guest %s: removing its copy on %s (%s); keeping the one on %s (%s)" % (
+                    name, host, states[host], keep, states[keep]))
+                self.virsh(host, ["destroy", name], check=False)
+                self.virsh(host, ["undefine", name], check=False)
+        defined, running = self.locate_guest(name)
+        if len(defined) > 1 or len(running) > 1:
+            raise LabError("guest %s is still on several hosts (defined on %s, running on %s): remove the extra"
+                           " copies with virsh destroy and undefine (tests/lab/lab env gives the URIs)"
+                           % (name, defined, running))
+
     def ensure_guests(self, domain_types):
+        for guest in self.config["guests"]:
+            self.repair_doubled_guest(guest)
         for guest in self.config["guests"]:
             name = guest["name"]
             defined, running = self.locate_guest(name)
