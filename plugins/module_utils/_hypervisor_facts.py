@@ -464,6 +464,8 @@ def gather_vm(dom, pools, local, include_xml=False):
     vm["state"] = state_name(dom.state()[0])
     vm["persistent"] = bool(dom.isPersistent())
     vm["autostart"] = bool(dom.autostart()) if vm["persistent"] else False
+    # A shut-off VM suspended to disk (a drain's suspend policy parks VMs so): its memory is in a file here.
+    vm["managed_save"] = bool(vm["persistent"] and not dom.isActive() and dom.hasManagedSaveImage(0))
     vm["job"] = active_job(dom)
     if dom.isActive():
         for disk in vm["disks"]:

@@ -288,6 +288,11 @@ def vm_checks(vm, source_name):
     elif state == "paused":
         warnings.append(_issue("paused", "%s is paused: it migrates paused and stays paused on the destination;"
                                          " resume it there when wanted" % name))
+    elif mode == "offline" and (vm.get("managed_save") or (vm.get("metadata") or {}).get("parked") == "suspend"):
+        # Parked by a drain (managed save): its memory is in a file on this host, which an offline migration
+        # of the definition would orphan. It stays; the return restores it here.
+        blockers.append(_issue("managed_save", "%s is suspended to disk on %s (managed save): its saved memory"
+                               " stays there, so it is not moved; return_host restores it" % (name, source_name)))
     elif mode == "offline":
         notes.append(_issue("offline", "%s is shut off: offline migration, the definition moves, nothing runs"
                             % name))

@@ -76,6 +76,13 @@ class Preflight:
                                % (name, self.source, state_name(state)))
         if not dom.isPersistent():
             raise HvmaintError("%s is transient on %s: it has no definition to move" % (name, self.source))
+        if plan.offline and dom.hasManagedSaveImage(0):
+            # Its memory is saved in a file of this host: moving the definition alone would leave that file
+            # behind (lost to the VM) and start the VM afresh elsewhere.
+            raise HvmaintError("%s is shut off on %s with a managed save image (suspended to disk, as a drain"
+                               " parks a VM): an offline migration would orphan its saved memory; start it"
+                               " here (return_host does) or remove the image (virsh managedsave-remove) first"
+                               % (name, self.source))
         by_uuid = _lookup(self.dconn, uuid=plan.uuid)
         by_name = _lookup(self.dconn, name=name)
         if by_uuid is not None and by_uuid.isActive():

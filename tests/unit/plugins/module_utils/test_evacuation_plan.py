@@ -287,6 +287,20 @@ def test_shutoff_vm_that_cannot_move_is_left_without_failing_the_plan():
     assert leave["action"] == "leave" and "offline migration moves only the definition" in leave["reason"]
 
 
+@pytest.mark.parametrize("parked", [{"managed_save": True}, {"metadata": {"home": "hv1", "parked": "suspend"}}],
+                         ids=["managed_save", "parked_metadata"])
+def test_a_vm_suspended_to_disk_by_a_drain_is_not_moved_offline_on_a_rerun(parked):
+    # A rerun of a drain whose suspend policy parked web2 finds it shut off: moving its definition would orphan
+    # the memory saved on hv1 (the return restores it there instead).
+    hosts = lab()
+    web2 = next(v for v in host(hosts, "hv1")["vms"] if v["name"] == "web2")
+    web2.update(state="shutoff", **parked)
+    plan = plan_evacuation(hosts, "hv1", tiers=TIERS, unplaceable_policy=POLICY)
+    assert "web2" not in {m["vm"] for m in plan["moves"]}
+    leave = next(a for a in plan["actions"] if a["vm"] == "web2")
+    assert leave["action"] == "leave" and "suspended to disk on hv1 (managed save)" in leave["reason"]
+
+
 def test_states_that_cannot_move_are_unplaceable():
     hosts = lab()
     next(v for v in host(hosts, "hv1")["vms"] if v["name"] == "web2")["state"] = "crashed"
