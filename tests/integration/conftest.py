@@ -106,6 +106,35 @@ def lease_of(lab, host):
         return json.load(handle)
 
 
+def mark_of(lab, host):
+    """The maintenance mark on a lab host as maintenance_mode wrote it, or None."""
+    path = os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", "maintenance.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def guests_of(lab, host):
+    """The lab guests whose configured (home) host is `host`."""
+    return [g["name"] for g in lab.config["guests"] if g["host"] == host]
+
+
+def read_ledger(path):
+    """The audit ledger's entries, in order."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def migration_job_of(lab, host, name):
+    """libvirt's job type for the VM on the host ('Unbounded' while a migration runs, 'None' when none does)."""
+    info = lab.virsh(host, ["domjobinfo", name], check=False).stdout
+    for line in info.splitlines():
+        if line.startswith("Job type:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 def start_playbook(lab, env, playbook, extra_vars, log_path):
     """Launch a playbook in the background (as a second AWX job would be); returns the Popen, output in log_path."""
     inventory = os.path.join(lab.state_dir, "inventory.yml")

@@ -7,15 +7,11 @@ import time
 
 import pytest
 
-from conftest import assert_fleet_invariants, lease_of, start_playbook, where_is
+from conftest import assert_fleet_invariants, guests_of, lease_of, start_playbook, where_is
 
 pytestmark = pytest.mark.lab
 
 TIERS = {"critical": ["work*"], "high": ["disk*"], "low": ["idle*"]}
-
-
-def guests_of(lab, host):
-    return [g["name"] for g in lab.config["guests"] if g["host"] == host]
 
 
 def running_on(lab, host):

@@ -3,35 +3,46 @@
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import re
 
 import pytest
 
-from conftest import recap, run_playbook, where_is
+from conftest import REPO, guests_of, mark_of, read_ledger, recap, run_playbook, where_is
+from headless import chromium, open_in_chromium, read_png
 
 pytestmark = pytest.mark.lab
 
 DRAINED = "hv1"
 TIERS = {"critical": ["work*"], "high": ["disk*"], "low": ["idle*"]}
+# Where tests leave what a person may want to look at afterwards (the report's screenshot).
+TEST_OUTPUT = os.path.join(REPO, ".tmp", "test-output")
 
 
-def guests_of(lab, host):
-    return [g["name"] for g in lab.config["guests"] if g["host"] == host]
-
-
-def read_ledger(path):
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def mark_of(lab, host):
-    path = os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", "maintenance.json")
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def check_drain_report(report, entries, shut_off):
+    """The drain's HTML report as a person sees it in a browser: it loads with no network and no error, names
+    every move with where it went, and its timeline is painted (a bar per live migration, green: moved)."""
+    with open(report, encoding="utf-8") as handle:
+        html = handle.read()
+    for entry in entries:
+        assert ">%s → %s</text>" % (entry["vm"], entry["destination"]) in html or entry["vm"] == shut_off, entry
+        assert "<td>%s</td><td>%s</td>" % (entry["source"], entry["destination"]) in html, entry
+    if not chromium():
+        pytest.skip("no chromium (scripts/bootstrap installs it): the report was not checked in a browser")
+    os.makedirs(TEST_OUTPUT, exist_ok=True)
+    png = os.path.join(TEST_OUTPUT, "report.png")
+    dom, problems = open_in_chromium(report, png, os.path.join(os.path.dirname(report), "chromium-profile"))
+    assert problems == [], "Chromium reported problems loading the report:\n" + "\n".join(problems)
+    timeline = dom.split('id="timeline"')[1].split("</section>")[0]
+    live = [e for e in entries if e["mode"] == "live"]
+    assert len(re.findall(r'<rect [^>]*fill="#2e7d32"', timeline)) >= len(live), "a green bar per live move"
+    width, height, rows = read_png(png, max_rows=700)  # the header, the summary and the timeline
+    colours = {pixel for row in rows[::4] for pixel in row[::4]}
+    green = sum(pixel == (0x2E, 0x7D, 0x32) for row in rows for pixel in row)
+    print("\nreport screenshot %s: %dx%d, %d colours, %d pixels of the timeline's green" % (
+        png, width, height, len(colours), green))
+    assert len(colours) > 20, "the screenshot is (nearly) blank"
+    assert green > 50 * len(live), "the timeline's bars are not painted"
 
 
 def test_drain_moves_critical_first_then_return_brings_every_vm_home(
@@ -43,10 +54,15 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(
     # A VM that is only defined there: its definition moves too (offline), after the running VMs.
     shut_off = define_shut_off_vm(DRAINED)["name"]
 
+    reports = str(tmp_path / "reports")
     drain = run_playbook(lab, ansible_env, "drain_host.yml", {
         "drain_host_host": DRAINED, "drain_host_tiers": TIERS, "drain_host_ledger": ledger,
-        "drain_host_reason": "test drain", "awx_user_name": "alice", "awx_job_id": 4711})
+        "drain_host_reason": "test drain", "awx_user_name": "alice", "awx_job_id": 4711,
+        "drain_host_report_dir": reports})
     print(drain.stdout[-3000:])
+    # The play names its HTML report; a browser shows it (checked below, after the ledger).
+    report = re.search(r"The report of this drain: (\S+\.html)", drain.stdout).group(1)
+    assert os.path.dirname(report) == reports and os.path.basename(report).startswith("drain-%s-" % DRAINED)
     # The report sets each move's predicted time against what it took, and the totals.
     for name in moved_out:
         assert re.search(r"%s -> \S+: predicted [\d.]+ s, took [\d.]+ s" % re.escape(name), drain.stdout), name
@@ -87,10 +103,16 @@ def test_drain_moves_critical_first_then_return_brings_every_vm_home(
     for entry in entries:
         assert where_is(lab, entry["vm"])[1] == [entry["destination"]]
 
+    check_drain_report(report, entries, shut_off)
+
     # A host under maintenance is never a destination: a drain of hv2 must not put anything on hv1.
-    home = {"return_host_host": DRAINED, "return_host_ledger": ledger}
+    home = {"return_host_host": DRAINED, "return_host_ledger": ledger, "return_host_report_dir": reports}
     back = run_playbook(lab, ansible_env, "return_host.yml", home)
     print(back.stdout[-2000:])
+    returned_report = re.search(r"The report of this return: (\S+\.html)", back.stdout).group(1)
+    with open(returned_report, encoding="utf-8") as handle:
+        html = handle.read()
+    assert all(">%s</td>" % name in html for name in moved_out), "every VM that came home is in the return's report"
     assert re.search(r"total: predicted [\d.]+ s, took [\d.]+ s", back.stdout)
     for name in moved_out:
         assert where_is(lab, name)[1] == [DRAINED], "%s did not come home" % name
