@@ -166,7 +166,9 @@ def map_vm_facts(vm, mapping, source_pool_paths):
     nics = []
     for nic in vm.get("nics") or []:
         nic = dict(nic)
-        kind = nic.get("type") or ("network" if nic.get("network") else None)
+        # A running VM's facts show a network NIC as the bridge it got there (type bridge, with the network's
+        # name): it is the network that is mapped, and the target host gives it a bridge of its own.
+        kind = "network" if nic.get("network") else nic.get("type")
         if kind in ("network", "bridge"):
             key = "networks" if kind == "network" else "bridges"
             target = map_name(mapping, key, nic.get(kind))
@@ -174,8 +176,10 @@ def map_vm_facts(vm, mapping, source_pool_paths):
                 problems.append("NIC %s of %s uses %s %s, which site_mapping does not map (give %s.%s or %s)" % (
                     nic.get("mac") or "?", vm.get("name"), kind, nic.get(kind), key, nic.get(kind),
                     DEFAULT_KEYS[key]))
+            elif kind == "network":
+                nic.update(type="network", network=target, bridge=None)
             else:
-                nic[kind] = target
+                nic["bridge"] = target
         else:
             problems.append("NIC %s of %s is of type %s: only network and bridge NICs can be mapped to another"
                             " site" % (nic.get("mac") or "?", vm.get("name"), kind))

@@ -164,3 +164,12 @@ def test_facts_at_the_target_site_for_the_planner():
     assert vm["nics"][0]["network"] == "lan", "the source facts are left as they were"
     _mapped, problems = map_vm_facts(vm, normalize_mapping({}), SOURCE_POOLS)
     assert len(problems) == 3
+
+
+def test_facts_of_a_running_vm_map_its_network_not_the_bridge_it_got():
+    # hypervisor_info reads the live XML: a network NIC shows as type bridge with the network's name.
+    vm = {"name": "s-work1", "nics": [{"type": "bridge", "network": "lan", "bridge": "br-vm", "mac": "m"}],
+          "disks": []}
+    mapped, problems = map_vm_facts(vm, normalize_mapping(MAPPING), SOURCE_POOLS)
+    assert problems == []
+    assert mapped["nics"][0] == {"type": "network", "network": "lan-west", "bridge": None, "mac": "m"}
