@@ -89,6 +89,17 @@ def read_entries(path):
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def history_for_predictions(path, warn=None):
+    """The ledger's entries to learn migration times from; [] (after `warn(message)`) when it cannot be read, since
+    predictions are a help, never a reason not to plan."""
+    try:
+        return read_entries(path)
+    except (OSError, ValueError) as e:
+        if warn is not None:
+            warn("cannot learn from the audit ledger %s, the default model predicts: %s" % (path, e))
+        return []
+
+
 def entries_from_migrations(migrations, tiers=None, operation=None, job=None, now=None, by=None):
     """Ledger entries from hvmaint.libvirt.live_migrate's `migrations` results."""
     import time

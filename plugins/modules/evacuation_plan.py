@@ -380,7 +380,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan i
     plan_evacuation,
     plan_return,
 )
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import read_entries
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import history_for_predictions
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, fail_from
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._site_plan import (
     plan_site_evacuation,
@@ -434,13 +434,7 @@ def plan(params, warn=None):
     ledger = options.pop("ledger")
     migration_uris = options.pop("migration_uris")
     if ledger is not None:
-        try:
-            options["history"] = read_entries(ledger)
-        except (OSError, ValueError) as e:
-            # Predictions are a help, never a reason not to plan.
-            if warn is not None:
-                warn("cannot learn from the audit ledger %s, the default model predicts: %s" % (ledger, e))
-            options["history"] = []
+        options["history"] = history_for_predictions(ledger, warn)
     site = {key: options.pop(key) for key in ("site_from", "site_to", "site_mapping", "site_failback")}
     if site["site_from"] is not None:
         if not site["site_to"]:

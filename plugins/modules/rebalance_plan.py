@@ -254,7 +254,7 @@ moved_lines:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._argspec import CAPACITY_ARGUMENT_SPEC
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import read_entries
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import history_for_predictions
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, fail_from
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._plan_output import add_live_migrate_moves
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._rebalance_plan import (
@@ -308,12 +308,7 @@ def plan(params, warn=None):
         raise HvmaintError("measure is measured but no host's load was measured: run hvmaint.libvirt.host_load (the"
                            " role fleet_facts does with fleet_facts_load_window_s), or set measure: allocated")
     if ledger is not None:
-        try:
-            options["history"] = read_entries(ledger)
-        except (OSError, ValueError) as e:
-            if warn is not None:
-                warn("cannot learn from the audit ledger %s, the default model predicts: %s" % (ledger, e))
-            options["history"] = []
+        options["history"] = history_for_predictions(ledger, warn)
     result = plan_rebalance(hosts, **options)
     result["plan_warnings"] = result.pop("warnings")
     add_live_migrate_moves(result, migration_uris)

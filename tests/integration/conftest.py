@@ -97,22 +97,23 @@ def clear_maintenance_marks(lab):
                 os.unlink(path)
 
 
-def lease_of(lab, host):
-    """The lease on a lab host as host_lease wrote it, or None."""
-    path = os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", "lease.json")
+def _hvmaint_file_of(lab, host, name):
+    """The JSON file `name` that the collection keeps on a lab host, or None."""
+    path = os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", name)
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def lease_of(lab, host):
+    """The lease on a lab host as host_lease wrote it, or None."""
+    return _hvmaint_file_of(lab, host, "lease.json")
 
 
 def mark_of(lab, host):
     """The maintenance mark on a lab host as maintenance_mode wrote it, or None."""
-    path = os.path.join(lab.host_dir(host), "var-lib-libvirt", "hvmaint", "maintenance.json")
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    return _hvmaint_file_of(lab, host, "maintenance.json")
 
 
 def guests_of(lab, host):
