@@ -133,6 +133,8 @@ def entries_from_migrations(migrations, tiers=None, operation=None, job=None, no
             "downtime_limit_ms": migration.get("downtime_limit_ms"),
             "escalated": migration.get("escalated"),
             "postcopy": migration.get("postcopy"),
+            # Disks a move copied leave their source copies behind unless removal was asked: where they are.
+            "source_copies": migration.get("source_copies") or None,
         })
     return entries
 

@@ -278,6 +278,47 @@ options:
       - Set the VM's home host to this name when it moves, instead of keeping the one recorded (or, when none is,
         the source host).
     type: str
+  site_mapping:
+    description:
+      - Move the VMs to a host of another site, whose networks, bridges and storage pools have other names. The
+        destination is given the VM's definitions rewritten for it (the running VM's and the persistent one);
+        each NIC's network or bridge and each disk's pool (and its path, the target pool's directory plus the
+        file name) are replaced by the names this mapping gives.
+      - Every writable disk in a mapped pool is copied (the other site reaches none of this site's storage),
+        whatever O(copy_storage) says; read-only disks and CD-ROMs are mapped but not copied (the target site must
+        hold its own copy); network disks are left as they are.
+      - A NIC or disk the mapping cannot place (an unlisted name and no default, a disk outside any pool, a block
+        device, a C(<shareable/>) disk, a NIC of another type) stops the task before anything moves, naming it.
+      - See the role hvmaint.libvirt.evacuate_site, which also checks that the target site can hold the VMs.
+    type: dict
+    version_added: 0.2.0
+    suboptions:
+      networks:
+        description: Target network name for each source network name.
+        type: dict
+      default_network:
+        description: Target network for a network that O(site_mapping.networks) does not list.
+        type: str
+      bridges:
+        description: Target bridge name for each source bridge name (NICs of type bridge).
+        type: dict
+      default_bridge:
+        description: Target bridge for a bridge that O(site_mapping.bridges) does not list.
+        type: str
+      pools:
+        description: Target storage pool name for each source pool name.
+        type: dict
+      default_pool:
+        description: Target pool for a pool that O(site_mapping.pools) does not list.
+        type: str
+  remove_source_copies:
+    description:
+      - After a move that copied disks, delete the source host's copies of them (its storage volumes), and only
+        once the VM is verified running on the destination (with O(verify=true); a failed or unverified move
+        keeps them). By default they are kept and listed in RV(migrations[].source_copies).
+    type: bool
+    default: false
+    version_added: 0.2.0
   progress_file:
     description:
       - Internal, set by the action plugin. Path on the source host where the module writes its progress as JSON.
@@ -400,6 +441,14 @@ migrations:
     copy_storage:
       description: Whether the disks were copied.
       type: bool
+    source_copies:
+      description:
+        - The source host's copies of the disks the move copied, each with C(target), C(path), C(host) and
+          C(removed) (true only with O(remove_source_copies=true) after a verified move; C(kept_because) says
+          why one was kept when removal was asked).
+      type: list
+      elements: dict
+      version_added: 0.2.0
     mode:
       description: V(live) for a running VM, V(offline) for the definition of a shut-off VM (O(shutoff_vms=move)).
       type: str
@@ -534,6 +583,12 @@ def argument_spec():
         verify=dict(type="bool", default=True),
         record_history=dict(type="bool", default=True),
         home=dict(type="str"),
+        site_mapping=dict(type="dict", options=dict(
+            networks=dict(type="dict"), default_network=dict(type="str"),
+            bridges=dict(type="dict"), default_bridge=dict(type="str"),
+            pools=dict(type="dict"), default_pool=dict(type="str"),
+        )),
+        remove_source_copies=dict(type="bool", default=False),
         progress_file=dict(type="path"),
     )
     return spec

@@ -85,7 +85,8 @@ class Migrator(Preflight, Verification, HistoryRecording):
     their moves together under one Batch."""
 
     def __init__(self, source_uri, destination_uri, policy, destination=None, destination_connect_uri=None,
-                 verify=True, record_history=True, home=None, progress=None, log=None, source_conn=None):
+                 verify=True, record_history=True, home=None, progress=None, log=None, source_conn=None,
+                 site_mapping=None, remove_source_copies=False):
         self.source_uri = source_uri
         self.destination_uri = destination_uri
         self.destination_connect_uri = destination_connect_uri or destination_uri
@@ -94,6 +95,9 @@ class Migrator(Preflight, Verification, HistoryRecording):
         self.verify = verify
         self.record_history = record_history
         self.home = home
+        # A move to another site: the normalized mapping (_site_mapping.py) of its networks, bridges and pools.
+        self.site_mapping = site_mapping
+        self.remove_source_copies = remove_source_copies
         self.progress = progress          # callable(snapshot dict), called about once a second
         self.log = log or (lambda _msg: None)
         self.sconn = source_conn
@@ -195,10 +199,11 @@ class Migrator(Preflight, Verification, HistoryRecording):
 
     def _start(self, plan, wake):
         if plan.offline:
-            flags, params = offline_flags(), {}
+            # Nothing runs, so no stream to tune: only the definition (rewritten for another site) is sent.
+            flags, params = offline_flags(), ({"persistent_xml": plan.persistent_xml} if plan.persistent_xml else {})
         else:
             flags = migration_flags(self.policy, plan.copy_storage)
-            params = migration_params(self.policy, plan.migrate_disks)
+            params = migration_params(self.policy, plan.migrate_disks, plan.destination_xml, plan.persistent_xml)
         job = Job(plan, self.policy, flags, params, migrator=self)
         job.result = base_result(plan.name, plan.uuid, self.source, self.destination)
         job.result["copy_storage"] = plan.copy_storage

@@ -231,9 +231,15 @@ def offline_flags():
             | _flag("VIR_MIGRATE_PERSIST_DEST", 8) | _flag("VIR_MIGRATE_UNDEFINE_SOURCE", 16))
 
 
-def migration_params(policy, migrate_disks=None):
-    """The typed parameters of virDomainMigrateToURI3 (string keys: the hosts' bindings may predate some)."""
+def migration_params(policy, migrate_disks=None, destination_xml=None, persistent_xml=None):
+    """The typed parameters of virDomainMigrateToURI3 (string keys: the hosts' bindings may predate some).
+    destination_xml and persistent_xml are the definitions a move to another site gives the destination (the
+    running VM's and the persistent one), rewritten for its networks and pools."""
     params = {}
+    if destination_xml:
+        params["destination_xml"] = destination_xml
+    if persistent_xml:
+        params["persistent_xml"] = persistent_xml
     if policy.bandwidth_mib_s:
         params["bandwidth"] = policy.bandwidth_mib_s
     if policy.parallel_connections > 1:

@@ -15,6 +15,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.lookups
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import parse_libvirt_uri
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import ALREADY_THERE
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._site_mapping import rewrite_domain_xml
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._storage import (
     NOT_COPIED,
     classify_disks,
@@ -43,6 +44,11 @@ class Plan:
         self.metadata = {}
         self.destination_defined = False
         self.notes = []
+        # A move to another site (site_mapping): the definitions the destination is given, rewritten for its
+        # networks and pools, and the source's copies of the disks the move copies ({target, path}).
+        self.destination_xml = None
+        self.persistent_xml = None
+        self.source_copies = []
 
 
 class Preflight:
@@ -103,7 +109,9 @@ class Preflight:
         plan.inactive_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_INACTIVE)
         root = ET.fromstring(plan.inactive_xml)
         plan.memory_bytes = _memory_bytes(root)
-        if plan.offline:
+        if self.site_mapping is not None:
+            self._plan_site(plan, root)
+        elif plan.offline:
             self._plan_offline_storage(plan, root)
         else:
             self._plan_storage(plan, root)
@@ -111,6 +119,35 @@ class Preflight:
         plan.metadata = read_domain_metadata(dom) if self.record_history or self.policy.from_history else {}
         plan.action = "move"
         return plan
+
+    def _plan_site(self, plan, root):
+        """A move to another site: both definitions rewritten for the destination's networks and pools (the
+        mapping's copy decision replaces copy_storage: every writable disk in a mapped pool is copied, since the
+        other site reaches none of this site's storage)."""
+        source_pools, target_pools = pool_paths(self.sconn), pool_paths(self.dconn)
+        plan.persistent_xml, changes, copied = rewrite_domain_xml(plan.inactive_xml, self.site_mapping,
+                                                                  source_pools, target_pools)
+        if plan.offline:
+            if copied:
+                raise HvmaintError("%s is shut off and its disks %s must be copied to the other site: an offline"
+                                   " migration moves the definition only; start the VM to move it live with its"
+                                   " storage" % (plan.name, ", ".join(copied)))
+        else:
+            live_xml = plan.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+            plan.destination_xml, _changes, copied = rewrite_domain_xml(live_xml, self.site_mapping, source_pools,
+                                                                        target_pools)
+        plan.notes.extend("at %s: %s" % (self.destination, change) for change in changes)
+        if copied:
+            plan.copy_storage, plan.migrate_disks = True, copied
+            disks = {d["target"]: d for d in domain_disks(root)}
+            for target in copied:
+                plan.source_copies.append({"target": target, "path": disks[target]["path"] or "%s/%s" % (
+                    disks[target]["pool"], disks[target]["volume"])})
+                try:
+                    plan.disk_bytes += plan.dom.blockInfo(target)[0]
+                except libvirt.libvirtError:
+                    pass
+            plan.notes.append("copies disks %s to the other site" % ", ".join(copied))
 
     def _classify_disks(self, disks):
         """classify_disks with this source's storage pools, and its mounts when the module runs on the source."""
@@ -128,6 +165,8 @@ class Preflight:
         if plan.copy_storage:
             for disk in classified:
                 if disk["copy"] or (plan.migrate_disks is None and disk["how"] != NOT_COPIED):
+                    plan.source_copies.append({"target": disk["target"],
+                                               "path": disk["path"] or "%s/%s" % (disk["pool"], disk["volume"])})
                     try:
                         plan.disk_bytes += plan.dom.blockInfo(disk["target"])[0]
                     except libvirt.libvirtError:
@@ -164,6 +203,19 @@ class Preflight:
             return _pool_type(self.sconn.storagePoolLookupByName(name))
         except libvirt.libvirtError:
             return None
+
+
+def pool_paths(conn):
+    """{pool name: target directory} of a host's storage pools (pools without a directory left out)."""
+    paths = {}
+    for pool in conn.listAllStoragePools(0):
+        try:
+            path = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
+        except (libvirt.libvirtError, ET.ParseError):
+            continue
+        if path:
+            paths[pool.name()] = path
+    return paths
 
 
 def refuse_duplicates(names):

@@ -27,6 +27,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy 
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.preflight import plan_moves, refuse_duplicates
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.progress import write_progress_file
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._site_mapping import normalize_mapping
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import (
     ABORTED,
     ALREADY_THERE,
@@ -86,6 +87,7 @@ def _check_result(migrator, plan, policy):
     entry = base_result(plan.name, plan.uuid, migrator.source, migrator.destination)
     entry["outcome"] = WOULD_MIGRATE if plan.action == "move" else ALREADY_THERE
     entry["copy_storage"] = plan.copy_storage
+    entry["source_copies"] = [dict(copy, host=migrator.source, removed=False) for copy in plan.source_copies]
     entry["mode"] = "offline" if plan.offline else "live"
     entry["policy_steps"] = [{"at_s": 0.0, "iteration": 0, "action": "note", "detail": note}
                              for note in plan.notes]
@@ -140,6 +142,7 @@ def execute(params, check_mode=False, on_start=None):
                 "msg": "; ".join(a["error"] for a in failed) if failed else "%d job(s) aborted" % sum(
                     a["outcome"] == ABORTED for a in aborts)}
     policy = validate_policy({key: params.get(key) for key in POLICY_OPTIONS})
+    site_mapping = None if params.get("site_mapping") is None else normalize_mapping(params["site_mapping"])
     parse_libvirt_uri(params["uri"], "uri")
     moves = planned_moves(params)
     refuse_duplicates(names)
@@ -163,7 +166,8 @@ def execute(params, check_mode=False, on_start=None):
                     migrator = by_uri[uri] = migrators.enter_context(Migrator(
                         params["uri"], uri, policy, destination=destination, destination_connect_uri=connect_uri,
                         verify=params.get("verify", True), record_history=params.get("record_history", True),
-                        home=params.get("home"), source_conn=sconn))
+                        home=params.get("home"), source_conn=sconn, site_mapping=site_mapping,
+                        remove_source_copies=bool(params.get("remove_source_copies"))))
                     batch.migrators.append(migrator)
                 entries.append((migrator, name))
             for migrator in batch.migrators:

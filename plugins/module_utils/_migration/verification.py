@@ -54,10 +54,29 @@ class Verification:
             if problems:
                 job.result.update(outcome=FAILED, error="; ".join(problems))
         job.timings["verify_s"] = time.monotonic() - t0
+        self._source_copies(job)
         if self.record_history and job.result["outcome"] == MIGRATED:
             t1 = time.monotonic()
             self._record(dest_dom, plan, job, MIGRATED, home_if_unset=self.source)
             job.timings["history_s"] = time.monotonic() - t1
+
+    def _source_copies(self, job):
+        """The source's copies of the disks the move copied: kept and listed, or removed when asked, and then only
+        after the VM was verified running on the destination (a failed or unverified move keeps them all)."""
+        copies = [dict(copy, host=self.source, removed=False) for copy in job.plan.source_copies]
+        job.result["source_copies"] = copies
+        if not (copies and self.remove_source_copies):
+            return
+        if not self.verify or job.result["outcome"] != MIGRATED:
+            for copy in copies:
+                copy["kept_because"] = "the move was not verified"
+            return
+        for copy in copies:
+            try:
+                self.sconn.storageVolLookupByPath(copy["path"]).delete(0)
+                copy["removed"] = True
+            except libvirt.libvirtError as exc:
+                copy["kept_because"] = "cannot remove it: %s" % str(exc).strip()
 
     def _disk_figures(self, job, dest_dom):
         # The destination's completed statistics cover memory only: the disks were mirrored by the source (NBD).
