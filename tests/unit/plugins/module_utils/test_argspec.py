@@ -15,7 +15,7 @@ from ansible_collections.hvmaint.libvirt.plugins.modules import live_migrate
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 ROLE_OPTIONS = [("drain_host", "drain_host_migration"), ("return_host", "return_host_migration"),
-                ("rebalance", "rebalance_migration")]
+                ("rebalance", "rebalance_migration"), ("evacuate_site", "evacuate_site_migration")]
 
 
 def role_migration_options(role, option):
