@@ -161,3 +161,28 @@ def test_tier_overlap_runs_the_live_waves_in_one_call_each_move_keeping_its_wave
     assert merged["waves"] == [w["wave"] for w in live]
     assert merged["live_migrate_moves"] == [dict(m, wave=w["wave"]) for w in live for m in w["live_migrate_moves"]]
     assert runs["true"][1:] == [dict(w, waves=[w["wave"]]) for w in plan["waves"] if w["mode"] != "live"]
+
+
+def test_check_mode_site_evacuation_places_every_vm_of_one_site_at_the_other(fleet):
+    out, _inventory = fleet
+    east, west = ["sim%04d" % i for i in range(0, 4)], ["sim%04d" % i for i in range(4, 12)]
+    sites = str(out / "sites.json")
+    with open(sites, "w", encoding="utf-8") as handle:
+        json.dump({"all": {"children": {"hypervisors": {"children": {
+            "site_east": {"hosts": {h: {} for h in east}}, "site_west": {"hosts": {h: {} for h in west}}}}}}},
+            handle)
+    # The simulated hosts all have the same names: an identity mapping, which must still be given.
+    mapping = {"networks": {"lan": "lan"}, "bridges": {"br0": "br0", "br-app": "br-app"},
+               "pools": {"vmstore": "vmstore", "default": "default"}}
+    report = run(fleet, "evacuate_site.yml", "-i", sites, "--check", "-e", json.dumps({
+        "evacuate_site_from": "site_east", "evacuate_site_to": "site_west", "evacuate_site_mapping": mapping,
+        "evacuate_site_ledger": str(out / "sites-ledger.jsonl")}))
+    plan = next(iter(task_results(report, "Plan where each VM goes").values()))
+    assert plan["ok"], plan["summary_lines"]
+    assert {m["source"] for m in plan["moves"]} <= set(east)
+    assert {m["destination"] for m in plan["moves"]} <= set(west)
+    assert plan["site_mapping"]["pools"] == mapping["pools"]
+    dry_run = task_results(report, "Dry-run every planned move from its host before anything moves")
+    assert sorted(h for h, r in dry_run.items() if r.get("changed")) == sorted({m["source"] for m in plan["moves"]})
+    moved = task_results(report, "Report what moved where, and the source copies of the disks each move copied")
+    assert len(next(iter(moved.values()))["msg"]) == len(plan["moves"])
