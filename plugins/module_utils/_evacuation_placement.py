@@ -478,7 +478,7 @@ class _Placement:
                                                                 " start it" % (item.name, most_free.name)})
             return most_free, reason, extra
         if chosen is None:
-            return None, self._capacity_reasons(item, count, most_free, passed), None
+            return None, self._capacity_reasons(item, count, most_free, passed, name_set), None
         had_critical = chosen.critical
         free_after = chosen.free - item.memory
         self._take(chosen, item)
@@ -506,11 +506,24 @@ class _Placement:
             reason += "; passed over %s" % ", ".join(skipped)
         return chosen, reason, extra
 
-    def _capacity_reasons(self, item, count, most_free, passed):
+    def _cpu_detail(self, item, name_set, limit=2):
+        """What the cpu_matrix says is missing on the first `limit` candidate hosts it rules out for this VM
+        (its first reason each), so that a refusal names the features, not only the count."""
+        hosts = sorted(name_set.intersection(item.cpu_bad))
+        texts = []
+        for host in hosts[:limit]:
+            entry = self.o.cpu_index.get((item.name, host)) or {}
+            reasons = entry.get("reasons") or []
+            texts.append(str(reasons[0]) if reasons else "%s: %s" % (host, entry.get("result") or "incompatible"))
+        if len(hosts) > limit:
+            texts.append("and %d more hosts" % (len(hosts) - limit))
+        return (": " + "; ".join(texts)) if texts else ""
+
+    def _capacity_reasons(self, item, count, most_free, passed, name_set=frozenset()):
         reasons = []
         if most_free is None:
-            reasons.append("the cpu_matrix marks the CPU of every compatible host (%d) incompatible" % passed.get(
-                "cpu", 0))
+            reasons.append("the cpu_matrix marks the CPU of every compatible host (%d) incompatible%s" % (
+                passed.get("cpu", 0), self._cpu_detail(item, name_set)))
             return reasons
         if item.memory > most_free.free + _EPS:
             reasons.append("%s needs %s of memory; the most any of %d compatible hosts can give is %s (%s)"
@@ -529,7 +542,8 @@ class _Placement:
             reasons.append("%d compatible hosts with room hold a member of group %s (strict_anti_affinity)"
                            % (passed["anti_affinity"], _group_text(item.groups)))
         if passed.get("cpu"):
-            reasons.append("the cpu_matrix marks %d compatible hosts CPU-incompatible" % passed["cpu"])
+            reasons.append("the cpu_matrix marks %d compatible hosts CPU-incompatible%s" % (
+                passed["cpu"], self._cpu_detail(item, name_set)))
         return reasons
 
 

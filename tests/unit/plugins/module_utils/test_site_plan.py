@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from ansible_collections.hvmaint.libvirt.plugins.module_utils import _cpu_compat
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._site_plan import (
     plan_site_evacuation,
@@ -17,6 +18,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._site_plan import 
 )
 
 FACTS = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "facts", "lab3.json")
+CPU_FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "cpu")
 MAPPING = {"networks": {"lan": "lan-west"}, "bridges": {"br0": "br-west", "br-app": "br-west"},
            "pools": {"default": "west-images", "vmstore": "west-store"}}
 EAST_VMS = ("dns1", "local1", "web2")
@@ -95,6 +97,30 @@ def test_an_incompatible_cpu_at_the_other_site_stops_naming_the_cpu():
     plan = plan_site_evacuation(sites(), ["hv1"], ["we1", "we2"], MAPPING, cpu_matrix=matrix)
     web2 = next(u for u in plan["unplaceable"] if u["vm"] == "web2")
     assert any("marks the CPU of every compatible host (2) incompatible" in r for r in web2["reasons"]), web2
+
+
+def recorded_cpu(cpu, kind):
+    with open(os.path.join(CPU_FIXTURES, "x86_64-cpuid-%s-%s.xml" % (cpu, kind)), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def test_a_site_whose_cpus_lack_a_vms_features_stops_naming_them():
+    """Recorded CPUs (libvirt's test data): east runs on a Cascade Lake Xeon (Platinum 8268) and web2 has the CPU
+    a host-model guest gets there; west's hosts are Haswell Xeons (E5-2650 v3), without AVX-512. The lab cannot
+    show this: its hosts share one CPU. The matrix is the cpu_compat module's own, as the role computes it."""
+    facts = sites()
+    facts[0]["cpu"] = {"capabilities_xml": recorded_cpu("Xeon-Platinum-8268", "host")}
+    for vm in facts[0]["vms"]:
+        vm["cpu"] = {"xml": recorded_cpu("Xeon-Platinum-8268", "guest") if vm["name"] == "web2" else None}
+    for host in facts[1:]:
+        host["cpu"] = {"capabilities_xml": recorded_cpu("Xeon-E5-2650-v3", "host")}
+    matrix = _cpu_compat.run(hypervisors=facts, cpu_map_dir=os.path.join(CPU_FIXTURES, "cpu_map-11.3.0"))["matrix"]
+    plan = plan_site_evacuation(facts, ["hv1"], ["we1", "we2"], MAPPING, cpu_matrix=matrix)
+    assert not plan["ok"] and plan["moves"] == []
+    assert [u["vm"] for u in plan["unplaceable"]] == ["web2"]
+    reasons = " ".join(plan["unplaceable"][0]["reasons"])
+    assert "marks the CPU of every compatible host (2) incompatible" in reasons, reasons
+    assert "we1 lacks" in reasons and "avx512f" in reasons and "we2 lacks" in reasons, reasons
 
 
 def test_an_unmapped_network_stops_the_plan_before_placing():
