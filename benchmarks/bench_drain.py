@@ -16,7 +16,9 @@ Every round, with the lab's first host holding all its guests again before each 
               run divided by the concurrency (2)
 
 The drain's migration phase is the wall time of its "Move the wave's VMs" tasks (a callback beside this file
-records every task's time); its fixed cost is the rest. The engine's CPU time is sampled from /proc on the
+records every task's time); its fixed cost is the rest. A method that fails in a round (a migration error, no end
+within METHOD_TIMEOUT_S) is named at the end and left out of that method's medians; the run goes on with the next
+method once the VMs are back on the source, and stops only when they cannot be put back. The engine's CPU time is sampled from /proc on the
 hosts (the lab's hosts share this machine's process table); the controller's is the ansible-playbook run's.
 """
 
@@ -41,6 +43,11 @@ from bench_wave_destinations import execute, move  # noqa: E402
 
 CONCURRENCY = 2
 MARK = "/var/lib/libvirt/hvmaint/maintenance.json"
+LEASE = "/var/lib/libvirt/hvmaint/lease.json"
+# A method that takes longer than this is stuck: it fails its round, and the run goes on.
+METHOD_TIMEOUT_S = 600
+# Putting the VMs back is what every later method relies on: tried a few times before the run stops.
+PUT_BACK_ATTEMPTS = 3
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -115,9 +122,14 @@ def drain(lab, source, ledger, log_dir, round_no):
                "-e", "drain_host_host=%s" % source, "-e", "drain_host_ledger=%s" % ledger]
     before = len(read_ledger(ledger))
     usage = os.times()
-    with open(os.path.join(log_dir, "drain-%d.log" % round_no), "w", encoding="utf-8") as out, EngineCpu() as cpu:
+    log = os.path.join(log_dir, "drain-%d.log" % round_no)
+    with open(log, "w", encoding="utf-8") as out, EngineCpu() as cpu:
         started = time.monotonic()
-        subprocess.run(command, cwd=REPO, env=env, check=True, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            subprocess.run(command, cwd=REPO, env=env, check=True, stdout=out, stderr=subprocess.STDOUT,
+                           timeout=METHOD_TIMEOUT_S)
+        except subprocess.CalledProcessError as error:
+            raise RuntimeError("ansible-playbook exited %d (%s): %s" % (error.returncode, log, why_failed(log))) from None
         wall = time.monotonic() - started
     after = os.times()
     controller_cpu = (after.children_user - usage.children_user) + (after.children_system - usage.children_system)
@@ -139,6 +151,17 @@ def drain(lab, source, ledger, log_dir, round_no):
             "plugin_cpu": plugin_cpu, "tasks": times["tasks"]}
 
 
+def why_failed(log):
+    """The first task failure of a drain's output (its "fatal:" line and message), to name in the report."""
+    with open(log, encoding="utf-8", errors="replace") as handle:
+        lines = handle.read().splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("fatal:") or line.startswith("failed:"):
+            message = next((m.strip() for m in lines[index:index + 40] if m.strip().startswith("msg:")), "")
+            return (line.strip() + " " + message)[:400]
+    return "no failed task in the output"
+
+
 def predicted_total(output):
     """(predicted, actual) migration time of the drain, from its report's last line ("total: predicted 22.4 s,
     took 20.3 s": the waves, each from its first start to its last end)."""
@@ -157,7 +180,8 @@ def read_ledger(path):
 def virsh_loop(lab, source, pairs):
     started = time.monotonic()
     for name, destination in pairs:
-        subprocess.run(virsh_command(lab, source, name, destination), check=True)
+        subprocess.run(virsh_command(lab, source, name, destination), check=True,
+                       timeout=max(1.0, METHOD_TIMEOUT_S - (time.monotonic() - started)))
     return time.monotonic() - started
 
 
@@ -166,7 +190,7 @@ def xargs(lab, source, pairs):
     command = ["xargs", "-P%d" % CONCURRENCY, "-n2"] + virsh_command(lab, source, "", "")[:-2]
     lines = "".join("%s qemu+tls://%s/system\n" % pair for pair in pairs)
     started = time.monotonic()
-    subprocess.run(command, input=lines, text=True, check=True)
+    subprocess.run(command, input=lines, text=True, check=True, timeout=METHOD_TIMEOUT_S)
     return time.monotonic() - started
 
 
@@ -185,8 +209,14 @@ def job_times(lab, pairs):
 
 
 def put_back(lab, names, source):
-    """Every VM running on `source` again, no maintenance mark (untimed)."""
+    """Every VM running on `source` again, no maintenance mark and no lease (untimed). A lease left behind (by a
+    drain that failed before it could give it back) is named, then removed, so that the next round can drain."""
     lab.in_host(source, ["rm", "-f", MARK])
+    for host in lab.hosts:
+        left = lab.in_host(host, ["cat", LEASE], check=False, capture_output=True, text=True)
+        if left.returncode == 0 and left.stdout.strip():
+            print("  (a lease was left on %s, removed: %s)" % (host, left.stdout.strip()[:200]), flush=True)
+            lab.in_host(host, ["rm", "-f", LEASE])
     where = {}
     for host in lab.hosts:
         conn = open_connection(lab.uri(host))
@@ -205,6 +235,47 @@ def put_back(lab, names, source):
                     max_parallel_per_destination=2, tls_stream=True)
 
 
+def describe(error):
+    if isinstance(error, subprocess.CalledProcessError):
+        return "%s exited %s" % (os.path.basename(str(error.cmd[0])), error.returncode)
+    if isinstance(error, subprocess.TimeoutExpired):
+        return "no end after %d s" % error.timeout
+    return ("%s: %s" % (type(error).__name__, error)).strip()[:300]
+
+
+def jobs_or_none(lab, pairs, failures, round_no, method):
+    try:
+        return job_times(lab, pairs)
+    except Exception as error:  # noqa: BLE001 - the wall time stands; only the bound is lost
+        failures.append("round %d, %s job times: %s" % (round_no, method, describe(error)))
+        return None
+
+
+def attempt_put_back(lab, names, source, failures, round_no):
+    for tried in range(1, PUT_BACK_ATTEMPTS + 1):
+        try:
+            put_back(lab, names, source)
+            return True
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - retried; the run stops only if it never works
+            failures.append("round %d, putting the VMs back (attempt %d): %s" % (round_no, tried, describe(error)))
+            print("  putting the VMs back failed (attempt %d): %s" % (tried, describe(error)), flush=True)
+            time.sleep(5)
+    return False
+
+
+def print_round(result):
+    def wall(value):
+        return "failed" if value is None else "%.1f s" % value
+
+    d = result["drain"]
+    drain = ("failed" if d is None else "%.1f s (migration phase %.1f s, engine span %.1f s, fixed %.1f s, predicted "
+             "%s s)" % (d["wall"], d["phase"], d["span"], d["fixed"], (d["predicted"] or ("?",))[0]))
+    print("round %d: drain %s, virsh loop %s, xargs -P2 %s, bound %s; %s moves; CPUs busy %s" % (
+        result["round"], drain, wall(result.get("virsh")), wall(result.get("xargs")), wall(result.get("bound")),
+        len(result["pairs"] or ()), ", ".join("%d%%" % (100 * result[m + "_busy"]) for m in ("drain", "virsh", "xargs")
+                                               if m + "_busy" in result)), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
@@ -221,101 +292,139 @@ def main():
     if os.path.exists(ledger):
         os.unlink(ledger)
     rounds = []
-    put_back(lab, names, source)
+    failures = []
+    if not attempt_put_back(lab, names, source, failures, 0):
+        raise SystemExit("the VMs cannot be put back on %s before the first round: %s" % (source, failures))
+    good_pairs = None
     for round_no in range(1, args.rounds + 1):
-        busy = Busy()
-        result = {"drain": drain(lab, source, ledger, log_dir, round_no)}
-        result["drain_busy"] = busy.since()
-        pairs = [(e["vm"], e["destination"]) for e in result["drain"]["entries"]]
-        result["drain_jobs"] = job_times(lab, pairs)
-        put_back(lab, names, source)
-        busy = Busy()
-        result["virsh"] = virsh_loop(lab, source, pairs)
-        result["virsh_busy"] = busy.since()
-        result["virsh_jobs"] = job_times(lab, pairs)
-        put_back(lab, names, source)
-        busy = Busy()
-        result["xargs"] = xargs(lab, source, pairs)
-        result["xargs_busy"] = busy.since()
-        result["xargs_jobs"] = job_times(lab, pairs)
-        result["bound"] = sum(t for t, _d in result["xargs_jobs"].values()) / CONCURRENCY
-        put_back(lab, names, source)
-        result["pairs"] = pairs
+        result = {"round": round_no, "failed": []}
         rounds.append(result)
-        if args.json:
-            with open(args.json, "w", encoding="utf-8") as handle:
-                json.dump(rounds, handle, indent=1, default=str)
-        d = result["drain"]
-        print("round %d: drain %.1f s (migration phase %.1f s, engine span %.1f s, fixed %.1f s, predicted %s s),"
-              " virsh loop %.1f s, xargs -P2 %.1f s, bound %.1f s; %d moves; CPUs busy %d%%, %d%%, %d%%" % (
-                  round_no, d["wall"], d["phase"], d["span"], d["fixed"], (d["predicted"] or ("?",))[0], result["virsh"],
-                  result["xargs"], result["bound"], len(pairs), 100 * result["drain_busy"],
-                  100 * result["virsh_busy"], 100 * result["xargs_busy"]), flush=True)
-    report(rounds, source, names)
+
+        def timed(method, function, *call_args):
+            # One method of one round, its CPU share and job times; a failure is recorded and counted out of the
+            # medians, never the end of the run (the next round starts from the VMs put back on the source).
+            busy = Busy()
+            try:
+                result[method] = function(*call_args)
+            except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure of the method fails its round only
+                result[method] = None
+                result["failed"].append(method)
+                failures.append("round %d, %s: %s" % (round_no, method, describe(error)))
+                print("round %d: %s failed: %s" % (round_no, method, describe(error)), flush=True)
+            result[method + "_busy"] = busy.since()
+            return result[method] is not None
+
+        if timed("drain", drain, lab, source, ledger, log_dir, round_no):
+            pairs = [(e["vm"], e["destination"]) for e in result["drain"]["entries"]]
+            result["drain_jobs"] = jobs_or_none(lab, pairs, failures, round_no, "drain")
+            good_pairs = pairs
+        # The one-liners move what the drain of this round moved; after a failed drain, what an earlier one did.
+        pairs = good_pairs
+        result["pairs"] = pairs
+        for method, function in (("virsh", virsh_loop), ("xargs", xargs)):
+            if not attempt_put_back(lab, names, source, failures, round_no):
+                break
+            if pairs is None:
+                result[method] = None
+                continue
+            if timed(method, function, lab, source, pairs):
+                result[method + "_jobs"] = jobs_or_none(lab, pairs, failures, round_no, method)
+        else:
+            jobs = result.get("xargs_jobs")
+            result["bound"] = sum(t for t, _d in jobs.values()) / CONCURRENCY if jobs else None
+            if attempt_put_back(lab, names, source, failures, round_no):
+                if args.json:
+                    with open(args.json, "w", encoding="utf-8") as handle:
+                        json.dump(rounds, handle, indent=1, default=str)
+                print_round(result)
+                continue
+        print("the VMs could not be put back on %s: the run stops after round %d" % (source, round_no), flush=True)
+        break
+    report(rounds, source, names, failures)
 
 
-def report(rounds, source, names):
+def report(rounds, source, names, failures):
+    """Medians over the rounds where the method succeeded; a failed method of a round is named and left out."""
     def med(values):
         values = [v for v in values if v is not None]
         return statistics.median(values) if values else None
 
-    xargs_wall = med(r["xargs"] for r in rounds)
-    rows = [("drain playbook (whole)", med(r["drain"]["wall"] for r in rounds)),
-            ("drain: migration phase (Move the wave's VMs tasks)", med(r["drain"]["phase"] for r in rounds)),
-            ("drain: engine span (first start to last end)", med(r["drain"]["span"] for r in rounds)),
+    def seconds(value):
+        return "-" if value is None else "%.1f s" % value
+
+    drains = [r["drain"] for r in rounds if r.get("drain")]
+    counted = {m: sum(1 for r in rounds if r.get(m) is not None) for m in ("drain", "virsh", "xargs", "bound")}
+    xargs_wall = med(r.get("xargs") for r in rounds)
+    rows = [("drain playbook (whole)", med(d["wall"] for d in drains), "drain"),
+            ("drain: migration phase (Move the wave's VMs tasks)", med(d["phase"] for d in drains), "drain"),
+            ("drain: engine span (first start to last end)", med(d["span"] for d in drains), "drain"),
             ("drain: first wave's module start (task start to first migration)",
-             med(r["drain"]["module_start"] for r in rounds)),
-            ("drain: fixed cost (whole - migration phase)", med(r["drain"]["fixed"] for r in rounds)),
-            ("sequential virsh loop", med(r["virsh"] for r in rounds)),
-            ("xargs -P2", xargs_wall),
-            ("lower bound (sum of job times / 2)", med(r["bound"] for r in rounds))]
-    pairs = rounds[0]["pairs"]
-    print("\n%d VMs from %s (%s), %d rounds alternating, medians\n" % (
+             med(d["module_start"] for d in drains), "drain"),
+            ("drain: fixed cost (whole - migration phase)", med(d["fixed"] for d in drains), "drain"),
+            ("sequential virsh loop", med(r.get("virsh") for r in rounds), "virsh"),
+            ("xargs -P2", xargs_wall, "xargs"),
+            ("lower bound (sum of job times / 2)", med(r.get("bound") for r in rounds), "bound")]
+    pairs = next((r["pairs"] for r in rounds if r.get("pairs")), None) or []
+    print("\n%d VMs from %s (%s), %d rounds alternating, medians over the rounds each method succeeded in\n" % (
         len(names), source, ", ".join("%s->%s" % p for p in pairs), len(rounds)))
-    print("| what | wall time | against xargs -P2 |")
-    print("| --- | --- | --- |")
-    for label, value in rows:
-        print("| %s | %.1f s | %.2f |" % (label, value, value / xargs_wall))
-    moved = len(pairs)
-    predicted = [r["drain"]["predicted"] for r in rounds if r["drain"]["predicted"]]
-    print("\nwhole drain - xargs -P2: %.1f s" % (med(r["drain"]["wall"] for r in rounds) - xargs_wall))
-    print("predicted migration time of the drain against actual, by round (the first with an empty ledger): %s" % (
-        ", ".join("%.1f s / %.1f s (%+.0f %%)" % (p, a, 100.0 * (p - a) / a) for p, a in predicted)))
-    print("CPU seconds per migrated VM: engine (module process on the host) %.3f, live_migrate action plugin %.3f,"
-          " whole controller (ansible-playbook and its children) %.3f" % (
-              med(r["drain"]["engine_cpu"] for r in rounds) / moved,
-              med(r["drain"]["plugin_cpu"] for r in rounds) / moved,
-              med(r["drain"]["controller_cpu"] for r in rounds) / moved))
-    downtimes = [d for r in rounds for _t, d in r["drain_jobs"].values() if d is not None]
+    print("| what | wall time | against xargs -P2 | rounds counted |")
+    print("| --- | --- | --- | --- |")
+    for label, value, method in rows:
+        ratio = "%.2f" % (value / xargs_wall) if value is not None and xargs_wall else "-"
+        print("| %s | %s | %s | %d of %d |" % (label, seconds(value), ratio, counted[method], len(rounds)))
+    if failures:
+        print("\nfailures (left out of the medians):\n  " + "\n  ".join(failures))
+    if not drains:
+        print("\nno drain succeeded: nothing more to report")
+        return
+    drain_wall = med(d["wall"] for d in drains)
+    if xargs_wall is not None:
+        print("\nwhole drain - xargs -P2: %.1f s" % (drain_wall - xargs_wall))
+    predicted = [(r["round"], r["drain"]["predicted"]) for r in rounds if r.get("drain") and r["drain"]["predicted"]]
+    print("predicted migration time of the drain against actual, by round (round 1 plans with an empty ledger): %s" % (
+        ", ".join("round %d: %.1f s / %.1f s (%+.0f %%)" % (n, p, a, 100.0 * (p - a) / a) for n, (p, a) in predicted)))
+    per_vm = [d for d in drains if d["entries"]]
+    if per_vm:
+        print("CPU seconds per migrated VM: engine (module process on the host) %.3f, live_migrate action plugin %.3f,"
+              " whole controller (ansible-playbook and its children) %.3f" % (
+                  med(d["engine_cpu"] / len(d["entries"]) for d in per_vm),
+                  med(d["plugin_cpu"] / len(d["entries"]) for d in per_vm),
+                  med(d["controller_cpu"] / len(d["entries"]) for d in per_vm)))
+    downtimes = [d for r in rounds for _t, d in (r.get("drain_jobs") or {}).values() if d is not None]
     if downtimes:
         print("drain downtime: %d-%d ms (median %d ms)" % (min(downtimes), max(downtimes), med(downtimes)))
     # Where the fixed cost goes: each task outside the migration phase (summed over its runs in a drain), median
-    # over the rounds, longest first; module runs are the tasks that take about a second or more here.
-    names = []
-    for r in rounds:
-        for task in r["drain"]["tasks"]:
-            if task["name"] not in names and "Move the wave" not in task["name"]:
-                names.append(task["name"])
+    # over the drains, longest first; module runs are the tasks that take about a second or more here.
+    task_names = []
+    for d in drains:
+        for task in d["tasks"]:
+            if task["name"] not in task_names and "Move the wave" not in task["name"]:
+                task_names.append(task["name"])
     per_task = []
-    for name in names:
-        per_round = [sum(t["seconds"] for t in r["drain"]["tasks"] if t["name"] == name) for r in rounds]
-        runs = max(sum(1 for t in r["drain"]["tasks"] if t["name"] == name) for r in rounds)
+    for name in task_names:
+        per_round = [sum(t["seconds"] for t in d["tasks"] if t["name"] == name) for d in drains]
+        runs = max(sum(1 for t in d["tasks"] if t["name"] == name) for d in drains)
         per_task.append((med(per_round), runs, name))
     per_task.sort(reverse=True)
-    print("\nfixed cost by task (median over rounds, summed over the task's runs in one drain):")
+    print("\nfixed cost by task (median over the drains, summed over the task's runs in one drain):")
     print("| task | runs | seconds |")
     print("| --- | --- | --- |")
-    for seconds, runs, name in per_task:
-        if seconds >= 0.5:
-            print("| %s | %d | %.2f |" % (name.split(" : ", 1)[-1][:90], runs, seconds))
+    for spent, runs, name in per_task:
+        if spent >= 0.5:
+            print("| %s | %d | %.2f |" % (name.split(" : ", 1)[-1][:90], runs, spent))
     small = [p for p in per_task if p[0] < 0.5]
     print("| %d other tasks (includes, facts set, asserts, messages) | %d | %.2f |" % (
         len(small), sum(p[1] for p in small), sum(p[0] for p in small)))
     print("| ansible-playbook's own start and end (whole - sum of tasks) | | %.2f |" % med(
-        r["drain"]["wall"] - sum(t["seconds"] for t in r["drain"]["tasks"]) for r in rounds))
-    print("\nall rounds: %s" % [{"drain": round(r["drain"]["wall"], 1), "phase": round(r["drain"]["phase"], 1),
-                                 "virsh": round(r["virsh"], 1), "xargs": round(r["xargs"], 1),
-                                 "bound": round(r["bound"], 1)} for r in rounds])
+        d["wall"] - sum(t["seconds"] for t in d["tasks"]) for d in drains))
+
+    def rounded(value):
+        return None if value is None else round(value, 1)
+
+    print("\nall rounds: %s" % [{"drain": rounded((r.get("drain") or {}).get("wall")),
+                                 "phase": rounded((r.get("drain") or {}).get("phase")),
+                                 "virsh": rounded(r.get("virsh")), "xargs": rounded(r.get("xargs")),
+                                 "bound": rounded(r.get("bound"))} for r in rounds])
 
 
 if __name__ == "__main__":
