@@ -103,14 +103,6 @@ FAULTS = {
 }
 
 
-# Open bug, seen in a full CI-like run on 2026-12-02 (each case had passed alone): after the link cut the engine
-# did not return, and in the next case (source libvirtd restarted) work1 ended up running on both hosts. Until it
-# is understood and fixed, these two cases do not run in CI; scripts/soak-faults still runs them
-# (HVMAINT_FAULTS_ALL=1), and README "Faults" says so.
-OPEN_BUG = pytest.mark.skipif(not os.environ.get("HVMAINT_FAULTS_ALL"), reason=(
-    "open bug: the engine hung after a link cut and a later case left work1 running on two hosts"))
-
-
 @pytest.fixture
 def fleet_sound_before(lab):
     """Each case starts from a sound fleet, so that a failure is the case's own: if an earlier test left a VM on
@@ -124,8 +116,7 @@ def fleet_sound_before(lab):
 
 
 @pytest.mark.usefixtures("fleet_sound_before", "restore_placement_after")
-@pytest.mark.parametrize("case", [pytest.param(name, marks=OPEN_BUG) if name in ("link_cut", "source_libvirtd_restarted")
-                                  else name for name in sorted(FAULTS)])
+@pytest.mark.parametrize("case", sorted(FAULTS))
 def test_fault_mid_migration_keeps_every_vm_on_exactly_one_host(lab, case):
     make_fault, options = FAULTS[case]
     result, source, _destination, name, text = strike_mid_migration(lab, make_fault(lab), **dict(options))
