@@ -135,6 +135,9 @@ def entries_from_migrations(migrations, tiers=None, operation=None, job=None, no
             "postcopy": migration.get("postcopy"),
             # Disks a move copied leave their source copies behind unless removal was asked: where they are.
             "source_copies": migration.get("source_copies") or None,
+            # Moves whose time the next plans do not learn from (_migration_model.not_representative).
+            "bandwidth_limit_mib_s": migration.get("bandwidth_limit_mib_s"),
+            "faulted": migration.get("faulted"),
         })
     return entries
 

@@ -18,6 +18,10 @@ idle guest on the lab (about 0.7 s of libvirt job and 1.3 s of clean-up on the s
 
 The durations are as the engine saw them, with other migrations running beside them (max_parallel), so they
 already carry the slow-down of sharing the host; the planner schedules them on max_parallel slots.
+
+Only representative moves teach the model times (representative()): a move under a bandwidth limit measures the
+limit, and a move that ran into a fault (a monitoring error, a repair, a post-copy resume, a needs-attention
+verdict) measures the fault, not the host pair or the VM. Such moves still say whether the VM needed escalation.
 """
 
 from __future__ import annotations
@@ -53,10 +57,21 @@ def _flag(value):
 
 
 def observation(vm, source, destination, seconds, data_bytes=None, downtime_ms=None, downtime_limit_ms=None,
-                postcopy=False, escalated=False, dirty_rate_mib_s=None, at=None):
+                postcopy=False, escalated=False, dirty_rate_mib_s=None, at=None, bandwidth_limit_mib_s=None,
+                faulted=False):
     return {"vm": vm, "source": source, "destination": destination, "seconds": seconds, "data_bytes": data_bytes,
             "downtime_ms": downtime_ms, "downtime_limit_ms": downtime_limit_ms, "postcopy": bool(postcopy),
-            "escalated": bool(escalated), "dirty_rate_mib_s": dirty_rate_mib_s, "at": at}
+            "escalated": bool(escalated), "dirty_rate_mib_s": dirty_rate_mib_s, "at": at,
+            "bandwidth_limit_mib_s": bandwidth_limit_mib_s, "faulted": bool(faulted)}
+
+
+def not_representative(obs):
+    """Why a move's time says nothing about its host pair or its VM (None: it does)."""
+    if obs.get("bandwidth_limit_mib_s"):
+        return "throttled"
+    if obs.get("faulted"):
+        return "faulted"
+    return None
 
 
 def observations_from_ledger(entries):
@@ -71,7 +86,8 @@ def observations_from_ledger(entries):
         found.append(observation(
             entry["vm"], entry["source"], entry["destination"], seconds, _number(entry.get("data_bytes")),
             entry.get("downtime_ms"), _number(entry.get("downtime_limit_ms")), entry.get("postcopy") is True,
-            entry.get("escalated") is True, _number(entry.get("dirty_rate_mib_s")), entry.get("time")))
+            entry.get("escalated") is True, _number(entry.get("dirty_rate_mib_s")), entry.get("time"),
+            _number(entry.get("bandwidth_limit_mib_s")), entry.get("faulted") is True))
     return found
 
 
@@ -86,7 +102,8 @@ def observations_from_metadata(vm_name, metadata):
             continue
         found.append(observation(vm_name, move["from"], move["to"], seconds, _number(move.get("data_bytes")),
                                  move.get("downtime_ms"), _number(move.get("downtime_limit_ms")),
-                                 _flag(move.get("postcopy")), _flag(move.get("escalated")), None, move.get("at")))
+                                 _flag(move.get("postcopy")), _flag(move.get("escalated")), None, move.get("at"),
+                                 _number(move.get("bandwidth_limit_mib_s")), _flag(move.get("faulted"))))
     return found
 
 
@@ -125,7 +142,16 @@ class MigrationModel:
         self.default_fixed_s = default_fixed_s
         self.pairs = {}
         self.vms = {}
+        # Every move of each VM (representative or not) for what its last migration needed.
+        self.last_move = {}
+        self.left_out = {}
         observations = list(observations)
+        for obs in observations:
+            self.last_move[obs["vm"]] = obs
+            why = not_representative(obs)
+            if why:
+                self.left_out[why] = self.left_out.get(why, 0) + 1
+        observations = [o for o in observations if not not_representative(o)]
         by_pair = {}
         for obs in observations:
             by_pair.setdefault((obs["source"], obs["destination"]), []).append(obs)
@@ -157,13 +183,13 @@ class MigrationModel:
     def vm_history(self, name):
         """What the VM's recent migrations say: typical bytes and seconds, dirty rate, the last escalation."""
         found = self.vms.get(name) or []
-        if not found:
+        last = self.last_move.get(name)
+        if last is None:
             return None
         sizes = [o["data_bytes"] for o in found if o["data_bytes"]]
         dirty = [o["dirty_rate_mib_s"] for o in found if o["dirty_rate_mib_s"] is not None]
-        last = found[-1]
         return {"migrations": len(found), "data_bytes": statistics.median(sizes) if sizes else None,
-                "seconds": statistics.median(o["seconds"] for o in found),
+                "seconds": statistics.median(o["seconds"] for o in found) if found else None,
                 "dirty_rate_mib_s": statistics.median(dirty) if dirty else None,
                 "escalated": last["escalated"], "downtime_limit_ms": last["downtime_limit_ms"],
                 "postcopy": last["postcopy"]}
@@ -192,4 +218,6 @@ class MigrationModel:
                        "rate_mib_s": round(p["rate_bps"] / MIB, 1), "migrations": p["migrations"]}
                       for (s, d), p in sorted(self.pairs.items())],
             "vms_with_history": len(self.vms),
+            # Moves whose time was not learned, by why (throttled, faulted).
+            "left_out": dict(sorted(self.left_out.items())),
         }

@@ -110,6 +110,9 @@ options:
         bytes its migrations sent (its memory plus what it dirtied meanwhile) and whether it needed escalation.
         The VMs'
         own history, C(metadata.moves), counts for VMs the ledger does not know.
+      - Moves made under a bandwidth limit (throttled) or that ran into a fault (M(hvmaint.libvirt.live_migrate)'s
+        RV(hvmaint.libvirt.live_migrate#module:migrations[].faulted)) teach no times, since they measure the limit or
+        the fault; they still say whether the VM needed escalation.
       - With no history yet (or a ledger that does not exist), the default model applies, 2 s per migration plus
         one pass over memory and copied disks at O(bandwidth_mib_s); RV(prediction_model) says which applied.
       - Without this option, predicted times are the lower bound of the notes below.
@@ -356,7 +359,7 @@ prediction_model:
   description:
     - With O(ledger), what the predictions were learned from; C(default) is the model for no history,
       C(all_pairs) what all migrations together show, C(pairs) each host pair's C(fixed_s), C(rate_mib_s) and
-      number of C(migrations).
+      number of C(migrations), C(left_out) how many moves taught no times, by why (C(throttled), C(faulted)).
   returned: with O(ledger)
   type: dict
 site_mapping:

@@ -464,6 +464,18 @@ migrations:
     postcopy:
       description: Whether the migration switched to post-copy.
       type: bool
+    bandwidth_limit_mib_s:
+      description:
+        - The policy's O(bandwidth_mib_s) the migration ran under, none when unlimited. Live moves only. Recorded
+          with the move in the VM's history and the ledger; plans learn no times from throttled moves.
+      type: int
+      version_added: 0.2.0
+    faulted:
+      description:
+        - Whether a move that ended migrated ran into a fault on the way (a monitoring error, a repair, a post-copy
+          resume, RV(migrations[].needs_attention)). Recorded with the move; plans learn no times from it.
+      type: bool
+      version_added: 0.2.0
     switched_over_at:
       description:
         - When the VM was seen running on the destination (epoch seconds); from then on libvirt only stopped the

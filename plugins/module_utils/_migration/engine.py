@@ -43,7 +43,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy 
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.preflight import Preflight
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.progress import progress_from_stats
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import FAILED, base_result
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import FAILED, MIGRATED, base_result, faulted
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.verification import Verification
 
 
@@ -311,7 +311,9 @@ class Migrator(Preflight, Verification, HistoryRecording):
             if not plan.offline:
                 # The policy this migration ended with, for the ledger and the next plan's predictions.
                 job.result.update(downtime_limit_ms=job.escalator.downtime_ms, escalated=job.escalator.escalated,
-                                  postcopy=job.escalator.postcopy)
+                                  postcopy=job.escalator.postcopy,
+                                  bandwidth_limit_mib_s=self.policy.bandwidth_mib_s or None)
+            job.result["faulted"] = job.result["outcome"] == MIGRATED and faulted(job.result)
             job.done.set()
             wake.set()
 

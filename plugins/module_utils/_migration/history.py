@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import libvirt
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import MIGRATED
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import MIGRATED, faulted
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata import with_move, write_domain_metadata
 
 
@@ -17,7 +17,7 @@ def utc_now():
 
 
 class HistoryRecording:
-    """Mixed into Migrator: needs its source, destination and home."""
+    """Mixed into Migrator: needs its source, destination, home and policy."""
 
     def _record(self, dom, plan, job, outcome, home_if_unset):
         move = {"at": utc_now(), "from": self.source, "to": self.destination, "outcome": outcome,
@@ -26,6 +26,11 @@ class HistoryRecording:
             move["downtime_ms"] = job.result["downtime_ms"]
         if job.result.get("data_transferred_bytes") is not None:
             move["data_bytes"] = job.result["data_transferred_bytes"]
+        # What makes the move's time unfit to predict the next one from (_migration_model.not_representative).
+        if self.policy.bandwidth_mib_s and not plan.offline:
+            move["bandwidth_limit_mib_s"] = self.policy.bandwidth_mib_s
+        if outcome == MIGRATED and faulted(job.result, job.escalator.steps):
+            move["faulted"] = True
         if job.escalator.escalated and outcome == MIGRATED:
             # The policy that finally worked: the VM's next migration starts there (start_from_history).
             move.update(escalated=True, downtime_limit_ms=job.escalator.downtime_ms, postcopy=job.escalator.postcopy)

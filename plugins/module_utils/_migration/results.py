@@ -13,6 +13,17 @@ MIGRATED, ALREADY_THERE, FAILED, ABORTED, WOULD_MIGRATE, SKIPPED = (
     "migrated", "already_there", "failed", "aborted", "would_migrate", "skipped")
 
 
+# Steps of a move that still ended migrated which say something went wrong on the way: its time measures the
+# fault, so the next plans do not learn from it (_migration_model.not_representative).
+FAULT_ACTIONS = frozenset(("error", "repair", "postcopy_resume", "abort"))
+
+
+def faulted(result, more_steps=()):
+    """Whether a move ran into a fault (a step above, or a needs-attention verdict)."""
+    steps = list(result.get("policy_steps") or []) + list(more_steps)
+    return bool(result.get("needs_attention")) or any(step.get("action") in FAULT_ACTIONS for step in steps)
+
+
 def completed_figures(stats):
     """The result fields taken from libvirt's completed-job statistics (as virsh domjobinfo --completed)."""
     if not stats:

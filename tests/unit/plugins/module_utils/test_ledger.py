@@ -73,3 +73,10 @@ def test_make_ready_refuses_an_unusable_path(tmp_path):
     with pytest.raises(OSError, match="cannot be appended to"):
         ledger.make_ready(str(tmp_path), check_mode=True)
     assert not os.path.exists("/proc/hvmaint")
+
+
+def test_entries_carry_what_makes_a_move_unfit_for_predictions():
+    migrations = [{"name": "work1", "source": "hv1", "destination": "hv2", "outcome": "migrated", "elapsed_s": 60.0,
+                   "bandwidth_limit_mib_s": 2, "faulted": True}]
+    (entry,) = ledger.entries_from_migrations(migrations)
+    assert entry["bandwidth_limit_mib_s"] == 2 and entry["faulted"] is True

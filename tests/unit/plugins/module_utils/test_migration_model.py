@@ -61,3 +61,34 @@ def test_metadata_history_counts_only_for_vms_the_ledger_does_not_know():
     assert learned.describe()["pairs"][0]["migrations"] == 2
     history = learned.vm_history("z")
     assert history["escalated"] and history["downtime_limit_ms"] == 1000
+
+
+def test_throttled_and_faulted_moves_teach_no_times():
+    # Seen on the lab: the fault tests' migrations at 2-8 MiB/s entered the VMs' histories, and the next drain
+    # predicted hv1->hv2 at 25.5 s for moves that took 3.4-4.4 s.
+    ledger = [entry("a", 1.5 + 64 / 100.0, 64), entry("b", 1.5 + 128 / 100.0, 128), entry("c", 1.5 + 400 / 100.0, 400),
+              entry("busy", 70.0, 300, bandwidth_limit_mib_s=4, escalated=True, downtime_limit_ms=3000),
+              entry("d", 40.0, 64, faulted=True)]
+    metadata = {"work1": {"moves": [
+        {"from": "hv1", "to": "hv2", "outcome": "migrated", "seconds": 3.5, "data_bytes": 200 * MIB},
+        {"from": "hv2", "to": "hv1", "outcome": "migrated", "seconds": 130.0, "data_bytes": 260 * MIB,
+         "bandwidth_limit_mib_s": "2"},
+        {"from": "hv1", "to": "hv2", "outcome": "migrated", "seconds": 45.0, "data_bytes": 260 * MIB,
+         "faulted": "true"}]}}
+    learned = model.MigrationModel.from_history(ledger, metadata)
+    described = learned.describe()
+    pair = [p for p in described["pairs"] if (p["source"], p["destination"]) == ("hv1", "hv2")][0]
+    assert pair["migrations"] == 4 and pair["fixed_s"] == pytest.approx(1.5)
+    assert described["left_out"] == {"faulted": 2, "throttled": 2}
+    assert learned.predict("new", "hv1", "hv2", 200 * MIB)[0] == pytest.approx(3.5)
+    # The VM's own figures are its unthrottled move's; what its last move needed still carries over.
+    assert learned.predict("work1", "hv1", "hv2", 256 * MIB)[0] == pytest.approx(3.5)
+    busy = learned.vm_history("busy")
+    assert busy["migrations"] == 0 and busy["escalated"] and busy["downtime_limit_ms"] == 3000
+    assert learned.predict("busy", "hv1", "hv2", 256 * MIB)[0] == pytest.approx(1.5 + 2.56)
+
+
+def test_only_throttled_moves_leave_the_default_model():
+    learned = model.MigrationModel.from_history([entry("a", 60.0, 128, bandwidth_limit_mib_s=2)], bandwidth_mib_s=100)
+    seconds, basis = learned.predict("a", "hv1", "hv2", 100 * MIB)
+    assert basis.startswith("default model") and seconds == pytest.approx(model.DEFAULT_FIXED_S + 1.0)
