@@ -15,6 +15,8 @@ it migrates and any controller, a laptop or a fresh AWX container, reads the sam
                       downtime_ms="48" data_bytes="96468992"/>
         <hvmaint:move at="2026-11-26T08:00:00Z" from="hv2" to="hv1" outcome="migrated" seconds="21.5"
                       downtime_ms="812" data_bytes="1468006400" downtime_limit_ms="1000" escalated="true"/>
+        <hvmaint:move at="2026-11-27T09:00:00Z" from="hv1" to="hv2" outcome="migrated" seconds="130.2"
+                      data_bytes="272629760" bandwidth_limit_mib_s="2" faulted="true"/>
       </hvmaint:moves>
     </hvmaint:vm>
 """
@@ -32,9 +34,10 @@ MAX_MOVES = 20
 # (shutdown or suspend), so that the return starts it again.
 SIMPLE_FIELDS = ("home", "tier", "group", "parked")
 # downtime_limit_ms, escalated and postcopy: the policy a migration finally needed (when it needed escalation),
-# where live_migrate starts the VM's next migration.
+# where live_migrate starts the VM's next migration. bandwidth_limit_mib_s and faulted: why the move's time is not
+# learned from (a throttled or faulted move; _migration_model.not_representative).
 _MOVE_ATTRIBUTES = ("at", "from", "to", "outcome", "seconds", "downtime_ms", "data_bytes", "by", "downtime_limit_ms",
-                    "escalated", "postcopy")
+                    "escalated", "postcopy", "bandwidth_limit_mib_s", "faulted")
 
 
 def _true(text):
@@ -42,7 +45,7 @@ def _true(text):
 
 
 _NUMERIC = {"seconds": float, "downtime_ms": int, "data_bytes": int, "downtime_limit_ms": int, "escalated": _true,
-            "postcopy": _true}
+            "postcopy": _true, "bandwidth_limit_mib_s": int, "faulted": _true}
 
 
 def _q(tag):

@@ -522,6 +522,13 @@ def test_a_vm_that_needed_escalation_starts_its_next_migration_where_it_ended(la
                for s in second["policy_steps"])
     assert second["downtime_ms"] <= 6000 + DOWNTIME_MARGIN_MS
     assert_exactly_one(lab, name, source)
+    # Both moves ran under the 4 MiB/s limit: the VM's history says so, and the next plans learn no times from them.
+    conn = open_connection(lab.uri(source))
+    try:
+        last = read_domain_metadata(conn.lookupByName(name))["moves"][-1]
+    finally:
+        conn.close()
+    assert first["bandwidth_limit_mib_s"] == second["bandwidth_limit_mib_s"] == last["bandwidth_limit_mib_s"] == 4
 
 
 def test_destination_that_does_not_exist(lab, restore):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import types
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -11,9 +12,10 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration import 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import Escalator, Policy
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import MIGRATED, base_result, faulted
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration_model import (
-    observations_from_metadata,
     not_representative,
+    observations_from_metadata,
 )
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata import parse_metadata, render_metadata
 
 
 def recorded_move(monkeypatch, policy, steps=(), **result):
@@ -25,7 +27,8 @@ def recorded_move(monkeypatch, policy, steps=(), **result):
                                 result=dict(base_result("work1", "u1", "hv1", "hv2"), outcome=MIGRATED, **result))
     job.escalator.steps.extend(steps)
     recorder._record(None, types.SimpleNamespace(metadata={}, offline=False), job, MIGRATED, home_if_unset="hv1")
-    return written["moves"][-1]
+    # As the next run reads it back from the domain's XML.
+    return parse_metadata(ET.fromstring(render_metadata(written)))["moves"][-1]
 
 
 def test_a_move_under_a_bandwidth_limit_is_recorded_as_throttled(monkeypatch):
