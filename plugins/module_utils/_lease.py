@@ -88,6 +88,21 @@ def describe(lease, host=None):
     return ", ".join(parts)
 
 
+def conflict(lease, jobs, now=None):
+    """Why a job may not take a host whose lease is `lease`: "held by ..." naming the holder, or None when no other
+    job holds it (no lease, a lease of one of `jobs` - the job's own id and a dead job it breaks - or one that
+    expired). The one rule for the take (acquire, on the host) and for the look from the facts (the filter
+    hvmaint.libvirt.lease_conflict, on the controller)."""
+    if lease is None:
+        return None
+    holder = lease.get("job")
+    if holder and holder in [j for j in jobs if j]:
+        return None
+    if is_expired(lease, time.time() if now is None else now):
+        return None
+    return "held by %s" % describe(lease)
+
+
 class _Locked:
     """An exclusive lock beside the lease, so that two jobs reading and writing it at once take turns."""
 
@@ -122,12 +137,10 @@ def acquire(job, by, operation, subject, role, ttl=DEFAULT_LEASE_TTL, path=DEFAU
     now = int(time.time() if now is None else now)
     with _Locked(path):
         previous = read_lease(path)
-        broken = None
-        if previous is not None and previous.get("job") != job:
-            if break_job and previous.get("job") == break_job:
-                broken = previous
-            elif not is_expired(previous, now):
-                raise LeaseConflict("%s is held by %s" % (socket.gethostname(), describe(previous)), previous)
+        held = conflict(previous, [job, break_job], now)
+        if held:
+            raise LeaseConflict("%s is %s" % (socket.gethostname(), held), previous)
+        broken = previous if previous is not None and break_job and previous.get("job") == break_job != job else None
         if refuse_marked:
             mark = read_mark(mark_path)
             if mark is not None:

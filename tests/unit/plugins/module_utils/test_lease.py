@@ -127,3 +127,21 @@ def test_two_jobs_racing_for_one_host_one_wins(tmp_path):
         thread.join()
     winners = [job for job, outcome in results.items() if outcome != "refused"]
     assert len(winners) == 1 and lease.read_lease(path)["job"] == winners[0]
+
+
+def test_the_look_from_the_facts_judges_a_lease_as_the_take_does(tmp_path):
+    # conflict() is the take's own rule: whatever it lets through, acquire takes, and the other way round.
+    path = str(tmp_path / "hvmaint" / "lease.json")
+    held = take(path, "4711")["lease"]
+    assert "held by job 4711" in lease.conflict(held, ["4712"], now=T0 + 5)
+    assert lease.conflict(held, ["4711"], now=T0 + 5) is None                # its own
+    assert lease.conflict(held, ["4712", "4711"], now=T0 + 5) is None        # the job it breaks
+    assert lease.conflict(held, ["4712", ""], now=T0 + 600) is None          # lapsed
+    assert lease.conflict(None, ["4712"]) is None
+    assert "unreadable" in lease.conflict({"job": None, "unreadable": "x: bad"}, ["4712", None], now=T0 + 10 ** 6)
+    for jobs, now, taken in ((["4712"], T0 + 5, False), (["4712", "4711"], T0 + 5, True), (["4712"], T0 + 600, True)):
+        try:
+            take(path, jobs[0], now=now, break_job=jobs[1] if len(jobs) > 1 else None, check_mode=True)
+            assert taken
+        except lease.LeaseConflict:
+            assert not taken
