@@ -280,6 +280,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--json", help="write the raw figures here")
+    parser.add_argument("--max-seconds", type=float, default=0,
+                        help="start no round that would, at the pace of the last one, end after this many seconds"
+                             " from the start (for a bounded hold of the lab); 0: no limit")
     parser.add_argument("--log-dir", default=os.path.join(REPO, ".tmp", "bench-drain"),
                         help="the drains' output, task times and ledger (default .tmp/bench-drain)")
     args = parser.parse_args()
@@ -296,7 +299,12 @@ def main():
     if not attempt_put_back(lab, names, source, failures, 0):
         raise SystemExit("the VMs cannot be put back on %s before the first round: %s" % (source, failures))
     good_pairs = None
+    run_started, round_s = time.monotonic(), 0.0
     for round_no in range(1, args.rounds + 1):
+        if args.max_seconds and time.monotonic() - run_started + round_s > args.max_seconds:
+            print("round %d not started: it would end after --max-seconds %d" % (round_no, args.max_seconds), flush=True)
+            break
+        round_started = time.monotonic()
         result = {"round": round_no, "failed": []}
         rounds.append(result)
 
@@ -337,6 +345,7 @@ def main():
                     with open(args.json, "w", encoding="utf-8") as handle:
                         json.dump(rounds, handle, indent=1, default=str)
                 print_round(result)
+                round_s = time.monotonic() - round_started
                 continue
         print("the VMs could not be put back on %s: the run stops after round %d" % (source, round_no), flush=True)
         break
