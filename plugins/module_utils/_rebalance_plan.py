@@ -18,13 +18,18 @@ moves are chosen one at a time (greedy): from the most loaded hosts, each movabl
 loaded compatible hosts with room. A move touches two of the n hosts taking part, so it is kept only when it
 removes at least min_improvement of their share of the imbalance (gain >= min_improvement * imbalance *
 min(1, 2/n): with two hosts, min_improvement of the whole, as Proxmox's rule; in a fleet of a thousand, one move
-could never remove a tenth of the whole). Among the moves kept, the one with the most imbalance removed per second
-of predicted migration wins (smaller, idler, quicker VMs first). It stops at max_moves, when imbalance <=
-threshold, or when no move qualifies. A host that sent a VM does not take one later in the same plan, nor the
-reverse (no chains, no ping-pong: each planned move holds whatever the order the waves run it in), and each VM
-moves at most once.
-Stable: every kept move lowers imbalance, so a second run on the resulting placement finds imbalance at or
-below the threshold, or the same lack of a qualifying move, and plans nothing.
+could never remove a tenth of the whole). A move is not kept either when it leaves the destination at least as
+loaded as the source was before it (it would only shift the peak, and something would move back). Among the
+moves kept, the one with the most imbalance removed per second of predicted migration wins (smaller, idler,
+quicker VMs first). It stops at max_moves, when imbalance <= threshold, or when no move qualifies.
+Phases: within a phase no host both sends and takes, so the phase's moves hold whatever the order the waves run
+them in (a host's arrivals never count on room its own departures free). When no move qualifies only because
+of that (the best remaining move is out of a host that took, or into one that sent), a next phase starts and
+looks at the placement reached as a fresh run would; its waves run after every wave of the phase before. A VM
+may so move again in a later phase, from where it went (each move explained; rare below a dozen moves).
+Stable: the plan stops short of max_moves only when a fresh look at the resulting placement finds no qualifying
+move, so a second run on that placement plans nothing; when it stops at max_moves, it says that the next run
+goes on.
 
 consolidate. First-fit decreasing: hosts are tried for emptying cheapest first (the predicted seconds to move
 all their VMs), each VM of the host, biggest first, goes to the first host in fill order (fullest first, then
@@ -296,10 +301,23 @@ class _Rebalancer(_Planner):
         return [sums[0] - a0 - b0 + a1 + b1, sums[1] - a0 * a0 - b0 * b0 + a1 * a1 + b1 * b1,
                 sums[2] - c0 - d0 + c1 + d1, sums[3] - c0 * c0 - d0 * d0 + c1 * c1 + d1 * d1, sums[4]]
 
+    def _overshoots(self, src, dst, item, mean_cpu, mean_mem):
+        """Whether the move leaves dst at least as loaded (by _score) as src was before it: such a move only shifts
+        the peak, and a later phase or run would move something back."""
+        before = self._score(src, mean_cpu, mean_mem)
+        cores, used = item.use
+        dst.cpu, dst.mem = dst.cpu + cores, dst.mem + used
+        try:
+            return self._score(dst, mean_cpu, mean_mem) >= before - 1e-9
+        finally:
+            dst.cpu, dst.mem = dst.cpu - cores, dst.mem - used
+
     def _score(self, load, mean_cpu, mean_mem):
+        """How loaded a host is against the fleet's mean, each dimension weighted as imbalance weighs it (not at all
+        below min_load, where it counts as balanced)."""
         w = self.r.cpu_weight
-        return (w * (load.x_cpu() / mean_cpu if mean_cpu > 0 else 0.0)
-                + (1 - w) * (load.x_mem() / mean_mem if mean_mem > 0 else 0.0))
+        return (w * (load.x_cpu() / mean_cpu if mean_cpu >= self.r.min_load and mean_cpu > 0 else 0.0)
+                + (1 - w) * (load.x_mem() / mean_mem if mean_mem >= self.r.min_load and mean_mem > 0 else 0.0))
 
     # ---- shared by both strategies
 
@@ -363,12 +381,23 @@ class _Rebalancer(_Planner):
         elif current <= self.r.threshold:
             stop = "imbalance %.3f is at or below the threshold %g: nothing to do" % (current, self.r.threshold)
         moved = set()
+        phase = 1
+        # Each VM's moves so far in this plan (a VM may move again in a later phase): [phase, ...].
+        legs = {}
         while stop is None:
             if len(moves) >= self.r.max_moves:
                 stop = "max_moves (%d) reached with imbalance %.3f above the threshold %g; the next run goes on" % (
                     self.r.max_moves, current, self.r.threshold)
                 break
             best = self._best_balance_move(sums, current, moved)
+            if best is None and any(load.sent or load.took for load in self.loads.values()):
+                # Only this phase's roles stood in the way (a host that took may not send, nor the reverse, until
+                # its moves are done): a next phase, after them, looks as a fresh run would.
+                phase += 1
+                for load in self.loads.values():
+                    load.sent = load.took = False
+                moved.clear()
+                continue
             if best is None:
                 stop = ("no move lowers imbalance %.3f by at least %g of the share of the two hosts it touches"
                         " (min_improvement): the fleet stays as it is" % (current, self.r.min_improvement))
@@ -376,12 +405,15 @@ class _Rebalancer(_Planner):
             gain_rate, after_sums, item, dst_name, tried, why_source = best
             after, after_cpu, after_mem = self._imbalance(after_sums)
             src_load, dst_load = self.loads[item.source], self.loads[dst_name]
+            earlier = legs.setdefault(item, [])
             why_vm = ("%s: %s; %s %s %.2f %s and %s, costs %.1f s to move (its predicted time over any host"
                       " pair, up to twice for a busy VM): the most imbalance removed per second among %d moves"
-                      " tried" % (
+                      " tried%s" % (
                           item.source, why_source, item.name, "uses" if self.measure == "measured" else "is given",
                           item.use[0], "cores" if self.measure == "measured" else "vCPUs", fmt_mib(item.use[1]),
-                          item.cost, tried))
+                          item.cost, tried,
+                          "; it came to %s in phase %d of this plan, and a next run would move it on" % (
+                              item.source, earlier[-1]) if earlier else ""))
             st = self.states[dst_name]
             why_host = ("%s (%s): among the least loaded hosts that are compatible and have room, the move there"
                         " lowers imbalance most per second (%s free after)" % (
@@ -393,8 +425,11 @@ class _Rebalancer(_Planner):
             move = self._move(item, st, "%s; imbalance %.3f -> %.3f" % (why_host, current, after))
             move.update(why_vm=why_vm, why_host=why_host, imbalance_before=round(current, 4),
                         imbalance_after=round(after, 4), cpu_cores=round(item.use[0], 3),
-                        memory_used_mib=round(item.use[1], 1))
+                        memory_used_mib=round(item.use[1], 1), phase=phase, leg=len(earlier) + 1)
             moves.append(move)
+            earlier.append(phase)
+            # Where the VM now is, for a move in a later phase (as a next run would see it).
+            item.source = dst_name
             sums, current = after_sums, after
             if current <= self.r.threshold:
                 stop = "imbalance %.3f is at or below the threshold %g" % (current, self.r.threshold)
@@ -434,6 +469,8 @@ class _Rebalancer(_Planner):
                     found += 1
                     tried += 1
                     dst = self.loads[name]
+                    if self._overshoots(src, dst, item, mean_cpu, mean_mem):
+                        continue
                     after_sums = self._after(sums, src, dst, item.use[0], item.use[1])
                     gain = current - self._imbalance(after_sums)[0]
                     if gain < needed:
@@ -558,17 +595,21 @@ class _Rebalancer(_Planner):
     # ---- result
 
     def _result(self, moves, stop):
-        by_tier = {t: [] for t in self.o.tier_order}
-        offline = {t: [] for t in self.o.tier_order}
-        for move in moves:
-            (by_tier if move["mode"] == "live" else offline)[move["tier"]].append(move)
-        batches = [(t, "live", by_tier[t]) for t in self.o.tier_order]
-        batches += [(t, "offline", offline[t]) for t in self.o.tier_order]
-        plan_order = [m["vm"] for m in moves]
+        # A phase's waves all run before the next phase's: a host that took VMs in one phase sends only in a
+        # later one (and the reverse), so every move holds whatever the order of the moves within its phase.
+        batches = []
+        for phase in sorted({move.setdefault("phase", 1) for move in moves}):
+            for mode in ("live", "offline"):
+                for tier in self.o.tier_order:
+                    batches.append((tier, mode, [m for m in moves if m["phase"] == phase and m["mode"] == mode
+                                                 and m["tier"] == tier]))
+        for step, move in enumerate(moves, 1):
+            move["plan_step"] = step
+            move.setdefault("leg", 1)
         self._pattern_warnings()
         waves, flat = self._waves(batches)
-        for move in flat:
-            move["plan_step"] = plan_order.index(move["vm"]) + 1
+        for wave in waves:
+            wave["phase"] = wave["moves"][0]["phase"]
         hosts = []
         for name in sorted(self.loads):
             load = self.loads[name]
@@ -622,12 +663,12 @@ def render_rebalance(result):
         lines.append("stopped: %s" % result["stop_reason"])
     rows = []
     for move in sorted(result["moves"], key=lambda m: m["plan_step"]):
-        rows.append([move["plan_step"], move["wave"], move["vm"], fmt_mib(move["memory_mib"]).replace(" ", ""),
+        rows.append([move["plan_step"], move["phase"], move["wave"], move["vm"], fmt_mib(move["memory_mib"]).replace(" ", ""),
                      move["source"], move["destination"], "%gs" % move["estimated_seconds"],
                      "%.3f->%.3f" % (move["imbalance_before"], move["imbalance_after"])
                      if "imbalance_before" in move else "-"])
     if rows:
-        lines.extend(table(["step", "wave", "VM", "mem", "from", "to", "est", "imbalance"], rows, caps={2: 32}))
+        lines.extend(table(["step", "phase", "wave", "VM", "mem", "from", "to", "est", "imbalance"], rows, caps={3: 32}))
     for move in sorted(result["moves"], key=lambda m: m["plan_step"]):
         lines.append("%d. %s: why this VM: %s" % (move["plan_step"], move["vm"], move["why_vm"]))
         lines.append("%d. %s: why %s: %s" % (move["plan_step"], move["vm"], move["destination"], move["why_host"]))

@@ -185,13 +185,16 @@ moves:
   description:
     - The moves, in wave order, with C(vm), C(source), C(destination), C(tier), C(mode), C(memory_mib),
       C(estimated_seconds), C(wave), C(plan_step) (the order the planner chose them in), C(why_vm), C(why_host),
-      C(imbalance_before) and C(imbalance_after) (balance), C(cpu_cores) and C(memory_used_mib) (its load), and
-      C(warnings). No host both sends and takes VMs, so the moves hold in any order.
+      C(imbalance_before) and C(imbalance_after) (balance), C(cpu_cores) and C(memory_used_mib) (its load),
+      C(warnings), C(phase) and C(leg) (1 for a VM's first move in the plan). Within a phase no host both
+      sends and takes VMs, so a phase's moves hold in any order; every wave of a phase runs before the next
+      phase's. A VM moves again (C(leg) 2) only in a later phase, from where its earlier move took it.
   returned: success
   type: list
   elements: dict
 waves:
-  description: The moves grouped by tier, most important first, as M(hvmaint.libvirt.evacuation_plan) groups them.
+  description: The moves grouped by phase, then by tier, most important first, as M(hvmaint.libvirt.evacuation_plan)
+    groups them; each wave has its C(phase).
   returned: success
   type: list
   elements: dict
