@@ -18,11 +18,15 @@ import shlex
 import signal
 import time
 
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.run import nothing_to_move, options_only
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._recorded import (
     dry_run, load_facts, recorded_facts_path)
+from ansible_collections.hvmaint.libvirt.plugins.modules import live_migrate
 
 display = Display()
 
@@ -69,6 +73,9 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         args = dict(self._task.args)
+        if nothing_to_move(args):
+            # Nothing to move: the options are checked here, as the module would, without starting it on the host.
+            return self._options_only(result, args)
         recorded = recorded_facts_path(task_vars, self._task.delegate_to)
         if recorded and self._task.check_mode:
             # A simulated host (tests, benchmarks): the dry-run is answered from its recorded facts.
@@ -89,6 +96,19 @@ class ActionModule(ActionBase):
                 self._remove_tmp_path(self._connection._shell.tmpdir)
             return result
         return self._run_with_progress(result, args, task_vars)
+
+    @staticmethod
+    def _options_only(result, args):
+        validated = ArgumentSpecValidator(live_migrate.argument_spec(),
+                                          mutually_exclusive=live_migrate.MUTUALLY_EXCLUSIVE,
+                                          required_one_of=live_migrate.REQUIRED_ONE_OF,
+                                          required_if=live_migrate.REQUIRED_IF).validate(args)
+        if validated.error_messages:
+            return dict(result, failed=True, changed=False, msg="; ".join(validated.error_messages))
+        try:
+            return dict(result, **options_only(validated.validated_parameters))
+        except HvmaintError as exc:
+            return dict(result, failed=True, changed=False, msg=str(exc))
 
     # ------------------------------------------------------------------------------------------------------------
     def _run_with_progress(self, result, args, task_vars):

@@ -110,7 +110,7 @@ class _Options:
                  strict_anti_affinity=False, unplaceable_policy=None, shutoff_vms=None, host_overrides=None,
                  memory_overcommit=None, memory_reserve_mib=None, vcpu_overcommit=None, bandwidth_mib_s=None,
                  max_parallel_per_source=None, max_wave_size=None, cpu_matrix=None, exclude_hosts=None,
-                 history=None):
+                 history=None, ignore_home_mark=False):
         self.capacity = normalize_capacity_options(memory_overcommit, memory_reserve_mib, vcpu_overcommit,
                                                    bandwidth_mib_s)
         self.bandwidth = self.capacity["bandwidth_mib_s"]
@@ -156,6 +156,9 @@ class _Options:
             raise HvmaintError("history must be a list of audit ledger entries")
         # None: estimates are the lower bound (one pass at bandwidth); a list, even empty: the learned model.
         self.history = history
+        # A return plans its home host while that host still carries the mark the return will clear (only after
+        # the plan and the dry-run succeed, so that a return refused on bad input leaves the host marked).
+        self.ignore_home_mark = bool(ignore_home_mark)
 
     def _check_tier_names(self, option, mapping):
         unknown = sorted(set(mapping) - set(self.tier_rank))
@@ -271,10 +274,10 @@ class _Placement:
             return frozenset()
         return frozenset([meta] if isinstance(meta, str) else [str(g) for g in meta])
 
-    def _setup_destinations(self, names, source_name):
+    def _setup_destinations(self, names, source_name, ignore_mark_of=None):
         for name in names:
             view = self.views[name]
-            reason = not_candidate_reason(view, source_name)
+            reason = not_candidate_reason(view, source_name, ignore_mark=name == ignore_mark_of)
             if reason is None and name in self.o.exclude_hosts:
                 reason = "%s is in exclude_hosts" % name
             if reason is None and view.mem_capacity is None:

@@ -161,11 +161,11 @@ class _Planner(_Placement, _Waves):
         if home in self.o.exclude_hosts:
             raise HvmaintError("return_to %s is also in exclude_hosts: it cannot be both" % home)
         view = self.views[home]
-        blocked_home = not_candidate_reason(view, None)
+        blocked_home = not_candidate_reason(view, None, ignore_mark=self.o.ignore_home_mark)
         if blocked_home is None and view.mem_capacity is None:
             blocked_home = "%s reports no memory_total_mib: give host_overrides.%s.memory_mib" % (home, home)
         if blocked_home is None:
-            self._setup_destinations([home], None)
+            self._setup_destinations([home], None, ignore_mark_of=home if self.o.ignore_home_mark else None)
         home_uuids = {vm.get("uuid") for vm in host_vms(view.facts) if vm.get("uuid")}
 
         unknown_tiers = []
@@ -286,7 +286,8 @@ def plan_evacuation(hosts_facts, source, **options):
 
 def plan_return(hosts_facts, home_host, **options):
     """Plan bringing every VM whose metadata.home is `home_host` back to it, never overfilling it.
-    Same options as plan_evacuation (unplaceable_policy does not apply)."""
+    Same options as plan_evacuation (unplaceable_policy does not apply), and ignore_home_mark: plan as if the home
+    host's own maintenance mark were cleared (other hosts' marks still count)."""
     options.pop("unplaceable_policy", None)
     return _Planner(hosts_facts, _Options(**options)).bring_home(home_host)
 

@@ -250,11 +250,12 @@ def build_host_views(hosts, host_overrides=None, opts=None):
     return views
 
 
-def not_candidate_reason(view, source_name):
-    """Why a host is never a destination, or None."""
+def not_candidate_reason(view, source_name, ignore_mark=False):
+    """Why a host is never a destination, or None. `ignore_mark`: the host's own maintenance mark does not count
+    (a return plans its home host before it clears that host's mark)."""
     if view.name == source_name:
         return "%s is the source host being drained" % view.name
-    if view.maintenance:
+    if view.maintenance and not ignore_mark:
         m = view.maintenance if isinstance(view.maintenance, dict) else {}
         details = ", ".join("%s %s" % (k, m[k]) for k in ("reason", "since", "by") if m.get(k))
         return "%s is under maintenance%s" % (view.name, " (%s)" % details if details else "")

@@ -40,6 +40,16 @@ options:
         elsewhere is planned to come back, most important first, as long as the host has room.
       - VMs that do not fit are listed in RV(cannot_return).
     type: str
+  ignore_home_mark:
+    description:
+      - With O(return_to), plan as if the home host's own maintenance mark were already cleared. The role
+        C(hvmaint.libvirt.return_host) plans this way and clears the mark only once the plan and the dry-run
+        succeed, so a return refused on bad input leaves the host marked.
+      - Only the home host's mark is ignored; hosts under maintenance still send VMs home, as always. Only with
+        O(return_to).
+    type: bool
+    default: false
+    version_added: 0.2.0
   tier_order:
     description:
       - Tier names, most important first.
@@ -401,6 +411,7 @@ def argument_spec():
         **CAPACITY_ARGUMENT_SPEC,
         source=dict(type="str"),
         return_to=dict(type="str"),
+        ignore_home_mark=dict(type="bool", default=False),
         tier_order=dict(type="list", elements="str", default=["critical", "high", "normal", "low"]),
         tiers=dict(type="dict"),
         default_tier=dict(type="str", default="normal"),
@@ -434,6 +445,9 @@ def plan(params, warn=None):
     hosts = options.pop("hosts")
     source = options.pop("source")
     return_to = options.pop("return_to")
+    ignore_home_mark = options.pop("ignore_home_mark")
+    if ignore_home_mark and return_to is None:
+        raise HvmaintError("ignore_home_mark applies only with return_to (a return's own home host)")
     ledger = options.pop("ledger")
     migration_uris = options.pop("migration_uris")
     if ledger is not None:
@@ -452,7 +466,7 @@ def plan(params, warn=None):
     elif source is not None:
         result = plan_evacuation(hosts, source, **options)
     else:
-        result = plan_return(hosts, return_to, **options)
+        result = plan_return(hosts, return_to, ignore_home_mark=ignore_home_mark, **options)
     # Ansible treats a top-level "warnings" key as the module's own warnings.
     result["plan_warnings"] = result.pop("warnings")
     add_live_migrate_moves(result, migration_uris)

@@ -51,6 +51,9 @@ options:
         O(names), O(destination), O(destination_uri) and O(destination_connect_uri); O(transport) and the policy
         options apply to every move.
       - This is how the C(drain_host) role runs a wave whose VMs go to several hosts in one call.
+      - An empty list means nothing to move - every other option is still checked, with the same limits as
+        a run that moves VMs (a bad option fails the task), and nothing is connected or changed. The roles'
+        dry-run relies on it, so a run with nothing to move refuses bad options too.
     type: list
     elements: dict
     suboptions:
@@ -616,13 +619,18 @@ def _abort_on_signals(batch):
     signal.signal(signal.SIGINT, handler)
 
 
+MUTUALLY_EXCLUSIVE = [("name", "names", "moves"), ("moves", "destination"), ("moves", "destination_uri"),
+                      ("moves", "destination_connect_uri")]
+REQUIRED_ONE_OF = [("name", "names", "moves")]
+REQUIRED_IF = [("state", "migrated", ("destination", "destination_uri", "moves"), True)]
+
+
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
-        mutually_exclusive=[("name", "names", "moves"), ("moves", "destination"), ("moves", "destination_uri"),
-                            ("moves", "destination_connect_uri")],
-        required_one_of=[("name", "names", "moves")],
-        required_if=[("state", "migrated", ("destination", "destination_uri", "moves"), True)],
+        mutually_exclusive=MUTUALLY_EXCLUSIVE,
+        required_one_of=REQUIRED_ONE_OF,
+        required_if=REQUIRED_IF,
         supports_check_mode=True,
     )
     require_libvirt(module)

@@ -19,6 +19,7 @@ from conftest import REPO, run_ansible, run_playbook
 pytestmark = pytest.mark.lab
 
 SOURCE = "hv1"
+EMPTY_HOST = "hv3"  # the default lab's host without guests
 TOO_FAST = 8796093022207 + 1  # one above libvirt's migration bandwidth limit, in MiB/s
 
 
@@ -76,6 +77,8 @@ def module_cases(not_a_mark, a_directory, address):
          dict(move, completion_timeout_action="postcopy"), "needs escalation.post_copy=true", SOURCE),
         ("migrate: downtime steps that do not rise", "hvmaint.libvirt.live_migrate",
          dict(move, escalation={"downtime_steps": [100]}), "must rise above max_downtime_ms", SOURCE),
+        ("migrate: nothing to move, max_parallel above the engine's limit", "hvmaint.libvirt.live_migrate",
+         {"moves": [], "max_parallel": 100}, "max_parallel must be between 1 and 64", SOURCE),
         ("migrate: max_parallel of the wrong type", "hvmaint.libvirt.live_migrate",
          dict(move, max_parallel="lots"), "max_parallel", SOURCE),
         ("migrate: unknown VM", "hvmaint.libvirt.live_migrate",
@@ -211,6 +214,17 @@ ROLE_CASES = [
      "hv9 is not among this play's reachable hypervisors"),
     ("return: ledger that cannot be written", "return_host.yml",
      {"return_host_host": SOURCE, "return_host_ledger": "/proc/hvmaint/ledger.jsonl"}, "cannot use the audit ledger"),
+    # Nothing to move (every VM is home, hv3 holds none): the options are checked all the same, before any change.
+    ("return: nothing to move, max_parallel above the engine's limit", "return_host.yml",
+     {"return_host_host": SOURCE, "return_host_max_parallel": 100}, "max_parallel must be between 1 and 64"),
+    ("return: nothing to move, bandwidth above libvirt's limit", "return_host.yml",
+     {"return_host_host": SOURCE, "return_host_migration": {"bandwidth_mib_s": TOO_FAST}},
+     "bandwidth_mib_s must be between 0 and"),
+    ("drain: nothing to move, max_parallel above the engine's limit", "drain_host.yml",
+     {"drain_host_host": EMPTY_HOST, "drain_host_max_parallel": 100}, "max_parallel must be between 1 and 64"),
+    ("drain: nothing to move, no migration into a destination at a time", "drain_host.yml",
+     {"drain_host_host": EMPTY_HOST, "drain_host_max_parallel_per_destination": 0},
+     "max_parallel_per_destination must be between 1 and 64"),
     ("preflight: mistyped hypervisor group", "preflight.yml",
      {"preflight_host": SOURCE, "hvmaint_hypervisors": "hypervisorz"}, "No host of the inventory matches"),
 ]
@@ -229,6 +243,42 @@ def test_roles_and_playbooks_refuse_bad_input_and_change_nothing(
     assert not os.path.exists(str(tmp_path / "ledger.jsonl")) or os.path.getsize(str(tmp_path / "ledger.jsonl")) == 0
 
 
+# A return of a host still under maintenance, refused on bad input: the host must keep its mark (the return
+# clears it only once the plan and the dry-run succeed). (case id, extra vars, words the output must contain)
+MARKED_RETURN_CASES = [
+    ("marked return: unknown default tier", {"return_host_default_tier": "gold"}, "default_tier gold is not a tier"),
+    ("marked return: max_parallel above the engine's limit", {"return_host_max_parallel": 100},
+     "max_parallel must be between 1 and 64"),
+    ("marked return: bandwidth above libvirt's limit", {"return_host_migration": {"bandwidth_mib_s": TOO_FAST}},
+     "bandwidth_mib_s must be between 0 and"),
+]
+
+
+@pytest.mark.parametrize("case, extra, words", MARKED_RETURN_CASES, ids=[c[0] for c in MARKED_RETURN_CASES])
+def test_a_return_refused_on_bad_input_leaves_the_mark(lab, ansible_env, untouched, tmp_path, case, extra, words):
+    mark_path = os.path.join(lab.host_dir(SOURCE), "var-lib-libvirt", "hvmaint", "maintenance.json")
+    os.makedirs(os.path.dirname(mark_path), exist_ok=True)
+    mark = {"since": "2026-12-02T05:00:00Z", "reason": "bad-input test", "by": "pytest"}
+    with open(mark_path, "w", encoding="utf-8") as handle:
+        json.dump(mark, handle)
+    try:
+        before = fleet_state(lab)
+        run = run_playbook(lab, ansible_env, "return_host.yml",
+                           dict(extra, return_host_host=SOURCE, return_host_ledger=str(tmp_path / "ledger.jsonl")),
+                           check=False)
+        assert run.returncode != 0, "%s exited 0:\n%s" % (case, run.stdout[-3000:])
+        assert words in run.stdout, "%s: %r not in the output:\n%s" % (case, words, run.stdout[-3000:])
+        assert os.path.exists(mark_path), "%s cleared %s's mark and then failed:\n%s" % (case, SOURCE,
+                                                                                         run.stdout[-3000:])
+        with open(mark_path, encoding="utf-8") as handle:
+            assert json.load(handle) == mark
+        assert fleet_state(lab) == before, case
+    finally:
+        if os.path.exists(mark_path):
+            os.unlink(mark_path)
+    assert_nothing_changed(lab, untouched, case)
+
+
 def test_the_table_is_big_enough():
-    assert len(module_cases("x", "y", "z")) + len(ROLE_CASES) >= 40
+    assert len(module_cases("x", "y", "z")) + len(ROLE_CASES) + len(MARKED_RETURN_CASES) >= 40
     assert os.path.isdir(REPO)

@@ -124,9 +124,27 @@ def abort_migrations(conn, names, check_mode=False):
     return results
 
 
+def nothing_to_move(params):
+    """True when the task gives moves as an empty list: a plan with nothing to move. Its options are still checked
+    (a role's dry-run of an empty plan must refuse what the engine would), and nothing is connected."""
+    return params.get("moves") == [] and (params.get("state") or "migrated") == "migrated"
+
+
+def options_only(params):
+    """The result of a run with nothing to move: every option checked with the engine's own limits, else
+    HvmaintError, as a run with moves would have raised before its first connection."""
+    policy = validate_policy({key: params.get(key) for key in POLICY_OPTIONS})
+    parse_libvirt_uri(params.get("uri") or "qemu:///system", "uri")
+    return {"changed": False, "failed": False, "msg": "nothing to move (the options are valid)",
+            "needs_attention": [], "migrations": [], "source": None, "destination": None, "destinations": [],
+            "destination_uri": None, "policy": policy.as_dict(), "diff": diff_for([]), "startup_s": {}}
+
+
 def execute(params, check_mode=False, on_start=None):
     """Run the module's work; return its result dict. `on_start(batch)` is called before the first migration
     (the module installs its signal handlers there)."""
+    if nothing_to_move(params):
+        return options_only(params)
     names = vm_names(params)
     progress_file = params.get("progress_file")
     if params.get("state") == "aborted":

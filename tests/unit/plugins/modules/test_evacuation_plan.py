@@ -77,3 +77,22 @@ def test_bad_input_fails_with_a_clear_message():
     assert code == 1 and "exclude_hosts names hosts that are not in hosts: hv7" in result["msg"]
     result, code = run_module(main, {"hosts": lab(), "source": "hv1", "max_parallel_per_source": 0})
     assert code == 1 and "max_parallel_per_source must be a whole number of at least 1" in result["msg"]
+
+
+def test_return_plan_ignores_only_the_home_hosts_own_mark():
+    hosts = lab()
+    hv1, hv2 = hosts[0], hosts[1]
+    assert hv1["maintenance"], "the fixture's hv1 is under maintenance"
+    vm = next(v for v in hv1["vms"] if v["name"] == "db1")
+    hv1["vms"].remove(vm)
+    hv2["vms"].append(copy.deepcopy(vm))
+    # The return role plans before it clears the mark: without ignore_home_mark the planner refuses the home host.
+    refused, code = run_module(main, {"hosts": hosts, "return_to": "hv1"})
+    assert code == 0 and refused["ok"] is False and refused["moves"] == []
+    assert any("nothing returns: hv1 is under maintenance" in w for w in refused["plan_warnings"])
+    result, code = run_module(main, {"hosts": hosts, "return_to": "hv1", "ignore_home_mark": True})
+    assert code == 0 and result["ok"] is True
+    assert [(m["vm"], m["source"], m["destination"]) for m in result["moves"]] == [("db1", "hv2", "hv1")]
+    # Only for a return: a drain has no home host whose mark it could ignore.
+    result, code = run_module(main, {"hosts": lab(), "source": "hv2", "ignore_home_mark": True})
+    assert code == 1 and "ignore_home_mark applies only with return_to" in result["msg"]

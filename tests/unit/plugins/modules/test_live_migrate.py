@@ -96,3 +96,26 @@ def test_failed_preflight_still_tells_the_action_plugin_it_is_over(tmp_path):
         execute(params(name="vm1", destination="hv2", uri="qemu+tcp://127.0.0.1:1/system",
                        progress_file=str(progress)))
     assert json.loads(progress.read_text())["finished"] is True
+
+
+def test_nothing_to_move_still_checks_every_option():
+    # A role's dry-run of an empty plan passes moves=[]: bad options must fail as they would with moves.
+    result = execute(params(moves=[]))
+    assert result["changed"] is False and result["failed"] is False and result["migrations"] == []
+    for bad, fragment in ((dict(max_parallel=100), "max_parallel must be between 1 and 64"),
+                          (dict(max_parallel_per_destination=0), "max_parallel_per_destination must be between 1"),
+                          (dict(bandwidth_mib_s=8796093022208), "bandwidth_mib_s must be between 0 and"),
+                          (dict(uri="qemu+tls//hv1/system"), "not a valid libvirt URI")):
+        with pytest.raises(HvmaintError) as refused:
+            execute(params(moves=[], **bad))
+        assert fragment in str(refused.value)
+
+
+def test_nothing_to_move_is_checked_on_the_controller():
+    from ansible_collections.hvmaint.libvirt.plugins.action import live_migrate as action
+
+    assert action.ActionModule._options_only({}, {"moves": [], "max_parallel": 2})["failed"] is False
+    refused = action.ActionModule._options_only({}, {"moves": [], "max_parallel": 100})
+    assert refused["failed"] and "max_parallel must be between 1 and 64" in refused["msg"]
+    refused = action.ActionModule._options_only({}, {"moves": [], "max_parallel": "lots"})
+    assert refused["failed"] and "max_parallel" in refused["msg"]
