@@ -126,6 +126,50 @@ def test_fault_mid_migration_keeps_every_vm_on_exactly_one_host(lab, case):
         assert placement[name] == source, "%s failed but is no longer on %s" % (name, source)
 
 
+def cut_link_after_postcopy_switch(lab, seconds=40):
+    """Wait until the migration has switched to post-copy (the source paused, reason post-copy), then cut the
+    destination's link for longer than libvirt's keepalive (5 s x 5), so that both hosts give the stream up."""
+    def postcopy_then_link_cut(source, destination, name):
+        # Slow post-copy down (this is the test's doing, not the engine's), so that it still runs when the link goes.
+        lab.virsh(source, ["migrate-setspeed", name, "--bandwidth", "1", "--postcopy"])
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            state = lab.virsh(source, ["domstate", "--reason", name], check=False).stdout.strip()
+            if "post-copy" in state:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the migration of %s never switched to post-copy (state %s)" % (name, state))
+        lab.in_host(destination, ["ip", "link", "set", "eth0", "down"])
+        print("\n%s: post-copy (%s), link of %s cut for %d s" % (name, state, destination, seconds))
+        threading.Timer(seconds, lab.in_host, [destination, ["ip", "link", "set", "eth0", "up"]]).start()
+    return postcopy_then_link_cut
+
+
+@pytest.mark.usefixtures("fleet_sound_before", "restore_placement_after")
+def test_post_copy_switched_over_then_link_cut(lab):
+    # Post-copy starts once the completion timeout (8 s) passes: from then on the destination runs the VM and
+    # fetches its memory from the source, so the source's copy is stale and must never be resumed.
+    result, source, destination, name, text = strike_mid_migration(
+        lab, cut_link_after_postcopy_switch(lab), escalation={"post_copy": True},
+        completion_timeout_action="postcopy", completion_timeout_s_per_gib=1, completion_timeout_min_s=8)
+    print("steps: %s" % [step["detail"] for step in result["policy_steps"]])
+    for host in (source, destination):
+        print("%s: %s" % (host, lab.virsh(host, ["domstate", "--reason", name], check=False).stdout.strip()))
+    assert result["postcopy"], "the migration never switched to post-copy: %s" % result
+    if result["outcome"] == "migrated":
+        # libvirt's post-copy resume recovered it once the link was back.
+        assert any(step["detail"] == "post-copy resumed" for step in result["policy_steps"]), result
+        placement = assert_fleet_invariants(lab, text)
+        assert placement[name] == destination
+    else:
+        assert result.get("needs_attention"), "a failed post-copy must say it needs attention: %s" % result
+        assert "switched to post-copy" in result["needs_attention"]
+        state = lab.virsh(destination, ["domstate", name], check=False).stdout.strip()
+        assert state == "paused", "%s should be left paused on %s, is %s" % (name, destination, state)
+        assert_fleet_invariants(lab, text)
+
+
 def test_playbook_killed_mid_wave_then_rerun(lab_at_home, ansible_env, tmp_path):
     lab = lab_at_home
     ledger = str(tmp_path / "ledger.jsonl")

@@ -27,6 +27,18 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results
 # default migration keepalive (5 s x 5) after which a destination behind a cut link gives the migration up.
 INCOMING_CLEANUP_WAIT_S = 45.0
 INCOMING_CLEANUP_POLL_S = 1.0
+# How long a failed post-copy is given to be resumed. After a cut link libvirt can resume it only once both hosts
+# have given the broken stream up (keepalive, about 30 s) and the link is back; until then each try fails at once
+# or when its connection attempt times out. Past this the VM is left paused on the destination, needing attention.
+POSTCOPY_RESUME_WINDOW_S = 120.0
+POSTCOPY_RESUME_RETRY_S = 5.0
+
+
+def _alive(conn):
+    try:
+        return conn.isAlive() == 1
+    except (libvirt.libvirtError, AttributeError):
+        return False
 
 
 def _incoming_left(where):
@@ -171,8 +183,9 @@ class Verification:
         """Post-copy had switched over: the destination holds the VM's newest memory, the source a stale copy.
 
         Resuming the source would run the VM from stale memory (and twice, once the destination resumes), so it is
-        never done: libvirt's post-copy resume is tried once, else the VM is left paused on the destination and
-        the result says it needs attention."""
+        never done: libvirt's post-copy resume is tried, again and again for POSTCOPY_RESUME_WINDOW_S (after a cut
+        link it works only once both hosts gave the broken stream up and the link is back), else the VM is left
+        paused on the destination and the result says it needs attention."""
         plan = job.plan
         resume = getattr(libvirt, "VIR_MIGRATE_POSTCOPY_RESUME", None)
         problem = str(explain(exc, "post-copy failed"))
@@ -185,12 +198,15 @@ class Verification:
             job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
                                         "action": "postcopy_resume", "detail": "post-copy failed (%s): resuming it"
                                         % problem})
-            try:
-                dom.migrateToURI3(self.destination_uri, job.params, job.flags | resume)
+            failure = self._resume_postcopy(job, dom, resume)
+            if failure is None:
+                job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
+                                            "action": "postcopy_resume", "detail": "post-copy resumed"})
+                if self.dconn is None or not _alive(self.dconn):
+                    self._reconnect_destination()  # the old connection died with the link
                 self._after_success(job)
                 return
-            except libvirt.libvirtError as again:
-                problem += "; post-copy resume failed: %s" % str(again).strip()
+            problem += "; post-copy resume failed: %s" % failure
         elif resume is None:
             problem += "; this libvirt has no post-copy resume"
         where = self._locate(plan)
@@ -202,6 +218,23 @@ class Verification:
             " --postcopy --postcopy-resume` from %s, or resume it on %s"
             % (plan.name, self.destination, self.source, self.source, self.destination))
         job.result["error"] = "%s; %s" % (problem, _where_text(plan.name, self.source, self.destination, where))
+
+    def _resume_postcopy(self, job, dom, resume):
+        """libvirt's post-copy resume, tried again every POSTCOPY_RESUME_RETRY_S until it succeeds or the window
+        passes: None once resumed, else what the tries said."""
+        started = time.monotonic()
+        deadline = started + POSTCOPY_RESUME_WINDOW_S
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                dom.migrateToURI3(self.destination_uri, job.params, job.flags | resume)
+                return None
+            except libvirt.libvirtError as exc:
+                last = str(exc).strip()
+            if time.monotonic() + POSTCOPY_RESUME_RETRY_S >= deadline:
+                return "%d tries over %.0f s, the last: %s" % (tries, time.monotonic() - started, last)
+            time.sleep(POSTCOPY_RESUME_RETRY_S)
 
     def _settled(self, plan, where):
         """After a failed (pre-copy) migration the destination may still hold the incoming copy, paused and

@@ -142,3 +142,97 @@ def test_a_link_cut_ends_failed_with_the_vm_on_its_source_and_the_destination_un
 def test_no_connection_is_not_an_answer():
     assert _presence(None, UUID)["error"] == "no connection"
     assert _presence(None, UUID)["defined"] is None
+
+
+class PostcopySource:
+    """work1 on the source after post-copy switched over and the link was cut: each post-copy resume fails until
+    `fails` tries have been made (both hosts must first give the broken stream up, and the link come back)."""
+
+    def __init__(self, fails):
+        self.fails = fails
+        self.resumes = 0
+        self.resumed = False
+
+    def migrateToURI3(self, _uri, _params, flags):  # noqa: N802 - libvirt's name
+        assert flags & libvirt.VIR_MIGRATE_POSTCOPY_RESUME, "only a post-copy resume may be tried"
+        self.resumes += 1
+        if self.resumes <= self.fails:
+            raise libvirt_error("Unable to connect to hv2: No route to host")
+        self.resumed = True
+
+    def isActive(self):  # noqa: N802 - libvirt's name
+        return True   # paused (post-copy failed): active all the same
+
+    def isPersistent(self):  # noqa: N802 - libvirt's name
+        return True
+
+
+class PostcopySourceConnection(SourceConnection):
+    def lookupByUUIDString(self, _uuid):  # noqa: N802 - libvirt's name
+        if self.dom.resumed:   # UNDEFINE_SOURCE: gone from the source once the migration completed
+            error = libvirt.libvirtError("Domain not found")
+            error.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "Domain not found", 2, "", None, None, 0, 0)
+            raise error
+        return self.dom
+
+
+class ArrivedDomain:
+    def jobStats(self, _flags=0):  # noqa: N802 - libvirt's name
+        return {}
+
+    def isActive(self):  # noqa: N802 - libvirt's name
+        return True
+
+    def isPersistent(self):  # noqa: N802 - libvirt's name
+        return True
+
+
+class ReachedDestination:
+    def isAlive(self):  # noqa: N802 - libvirt's name
+        return 1
+
+    def lookupByUUIDString(self, _uuid):  # noqa: N802 - libvirt's name
+        return ArrivedDomain()
+
+    def close(self):
+        pass
+
+
+def postcopy_job(engine, plan):
+    job = engine_module.Job(plan, engine.policy, 0, {}, migrator=engine)
+    job.result = {"name": plan.name, "policy_steps": []}
+    job.started = time.monotonic()
+    job.escalator.postcopy = True   # libvirt had accepted the switch to post-copy
+    return job
+
+
+@pytest.mark.parametrize("fails, outcome", [(2, "migrated"), (100, "failed")])
+def test_a_post_copy_cut_off_is_resumed_once_both_hosts_allow_it_else_left_needing_attention(
+        monkeypatch, fails, outcome):
+    monkeypatch.setattr(verification, "POSTCOPY_RESUME_RETRY_S", 0.01)
+    monkeypatch.setattr(verification, "POSTCOPY_RESUME_WINDOW_S", 0.5)
+    source = PostcopySource(fails)
+
+    def reach_destination(uri, *_args, **_kwargs):
+        if not source.resumed:
+            _unreachable(uri)   # the link is still down
+        return ReachedDestination()
+
+    monkeypatch.setattr(engine_module, "open_connection", reach_destination)
+    options = {key: None for key in POLICY_OPTIONS}
+    options.update(escalation={"post_copy": True}, completion_timeout_action="postcopy")
+    engine = Migrator("qemu+tls://hv1/system", "qemu+tls://hv2/system", validate_policy(options), destination="hv2",
+                      record_history=False, source_conn=PostcopySourceConnection(source))
+    engine.dconn = CutDestination(0.0)   # the engine's own connection died with the link
+    plan = Plan("work1")
+    plan.uuid, plan.dom, plan.action, plan.memory_bytes, plan.inactive_xml = UUID, source, "move", 256 << 20, "<x/>"
+    job = postcopy_job(engine, plan)
+    engine._after_failure(job, libvirt_error("Disconnected from hv2 or ... (keepalive timeout)"))
+    assert job.result["outcome"] == outcome
+    steps = [s["detail"] for s in job.escalator.steps if s["action"] == "postcopy_resume"]
+    if outcome == "migrated":
+        assert source.resumes == 3 and steps[-1] == "post-copy resumed" and "needs_attention" not in job.result
+    else:
+        # Never the stale source copy resumed: the VM stays paused on the destination, and the result says so.
+        assert source.resumes > 3 and "post-copy resume failed" in job.result["error"]
+        assert "switched to post-copy and then failed" in job.result["needs_attention"]
