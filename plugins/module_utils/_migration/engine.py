@@ -28,9 +28,14 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client im
 )
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.batch import Batch
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.history import HistoryRecording
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.lookups import _host_uuid, same_host_name
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.lookups import (
+    HostUuidInBackground,
+    _host_uuid,
+    same_host_name,
+)
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.policy import (
     CONTROL_CALL_TIMEOUT_S,
+    FIRST_POLL_S,
     POLL_INTERVAL_S,
     SWITCHOVER_CHECK_S,
     Escalator,
@@ -133,6 +138,7 @@ class Migrator(Preflight, Verification, HistoryRecording):
         if self.destination_connect_uri != self.destination_uri:
             parse_libvirt_uri(self.destination_connect_uri, "destination_connect_uri")
         self.connect_source()
+        source_uuid = HostUuidInBackground(self.sconn)
         try:
             self.dconn = open_connection(self.destination_connect_uri)
         except HvmaintError as exc:
@@ -147,7 +153,8 @@ class Migrator(Preflight, Verification, HistoryRecording):
         if self.destination_connect_uri != self.destination_uri:
             self._check_migration_uri_reaches(dest_hostname)
         try:
-            same_uuid = _host_uuid(self.sconn) == _host_uuid(self.dconn)
+            destination_uuid = _host_uuid(self.dconn)   # while the source's is read
+            same_uuid = source_uuid.result() == destination_uuid
         except libvirt.libvirtError:
             same_uuid = False
         if same_uuid or dest_hostname == self.source:
@@ -239,7 +246,9 @@ class Migrator(Preflight, Verification, HistoryRecording):
         except (HvmaintError, libvirt.libvirtError):
             job.watch_dom = None  # the shared connection serves
         try:
-            while not job.done.wait(POLL_INTERVAL_S):
+            interval = FIRST_POLL_S
+            while not job.done.wait(interval):
+                interval = POLL_INTERVAL_S
                 try:
                     self._monitor(job)
                 except Exception as exc:  # noqa: BLE001 - a watcher must not die silently; the migration goes on

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 import xml.etree.ElementTree as ET
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import libvirt
@@ -85,3 +86,28 @@ def same_host_name(named, reported):
 def _host_uuid(conn):
     uuid = ET.fromstring(conn.getCapabilities()).findtext("./host/uuid")
     return (uuid or "").strip() or None
+
+
+class HostUuidInBackground:
+    """_host_uuid(conn) read in a thread of its own; result() waits for it and returns it, or raises its error.
+
+    On a libvirtd just (re)started the first getCapabilities takes seconds (about 4 s per host on the lab, against
+    milliseconds after): reading the source's while the destination is reached and read saves one of them before
+    the first migration starts."""
+
+    def __init__(self, conn):
+        self._box = {}
+        self._thread = threading.Thread(target=self._read, args=(conn,), name="host-uuid", daemon=True)
+        self._thread.start()
+
+    def _read(self, conn):
+        try:
+            self._box["uuid"] = _host_uuid(conn)
+        except Exception as exc:  # noqa: BLE001 - handed to result()
+            self._box["error"] = exc
+
+    def result(self):
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["uuid"]

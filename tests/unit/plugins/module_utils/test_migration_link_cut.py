@@ -236,3 +236,39 @@ def test_a_post_copy_cut_off_is_resumed_once_both_hosts_allow_it_else_left_needi
         # Never the stale source copy resumed: the VM stays paused on the destination, and the result says so.
         assert source.resumes > 3 and "post-copy resume failed" in job.result["error"]
         assert "switched to post-copy and then failed" in job.result["needs_attention"]
+
+
+class SlowCapabilities:
+    """A libvirtd just (re)started: its first getCapabilities takes a while (about 4 s on the lab)."""
+
+    def __init__(self, name, uuid, seconds):
+        self.name, self.uuid, self.seconds = name, uuid, seconds
+
+    def getCapabilities(self):  # noqa: N802 - libvirt's name
+        time.sleep(self.seconds)
+        return "<capabilities><host><uuid>%s</uuid></host></capabilities>" % self.uuid
+
+    def getHostname(self):  # noqa: N802 - libvirt's name
+        return self.name
+
+    def close(self):
+        pass
+
+
+def test_both_hosts_capabilities_are_read_side_by_side_at_connect(monkeypatch):
+    options = {key: None for key in POLICY_OPTIONS}
+    source = SlowCapabilities("hv1", "00000000-0000-0000-0000-000000000001", 0.6)
+    destination = SlowCapabilities("hv2", "00000000-0000-0000-0000-000000000002", 0.6)
+    monkeypatch.setattr(engine_module, "open_connection", lambda *_a, **_k: destination)
+    engine = Migrator("qemu+tls://hv1/system", "qemu+tls://hv2/system", validate_policy(options), destination="hv2",
+                      record_history=False, source_conn=source)
+    started = time.monotonic()
+    engine.connect()
+    assert time.monotonic() - started < 1.0, "the two hosts' capabilities were read one after the other"
+    # The check they serve still holds: a destination with the source's host UUID is the source itself.
+    same = SlowCapabilities("hv2", source.uuid, 0.0)
+    monkeypatch.setattr(engine_module, "open_connection", lambda *_a, **_k: same)
+    engine = Migrator("qemu+tls://hv1/system", "qemu+tls://hv2/system", validate_policy(options), destination="hv2",
+                      record_history=False, source_conn=source)
+    with pytest.raises(HvmaintError, match="is the source host hv1 itself"):
+        engine.connect()
