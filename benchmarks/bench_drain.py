@@ -213,7 +213,7 @@ def put_back(lab, names, source):
     drain that failed before it could give it back) is named, then removed, so that the next round can drain."""
     lab.in_host(source, ["rm", "-f", MARK])
     for host in lab.hosts:
-        left = lab.in_host(host, ["cat", LEASE], check=False, capture_output=True, text=True)
+        left = lab.in_host(host, ["cat", LEASE], check=False)  # tests/lab/lab.py run(): captured, as text
         if left.returncode == 0 and left.stdout.strip():
             print("  (a lease was left on %s, removed: %s)" % (host, left.stdout.strip()[:200]), flush=True)
             lab.in_host(host, ["rm", "-f", LEASE])
