@@ -9,8 +9,12 @@ controller process of the run (ansible-playbook and its workers, getrusage of th
 --check, until planned" is the drain's run up to the end of its plan (facts, CPU check, plan): the time from the
 start of ansible-playbook to the start of the task that shows the plan.
 
+`--reads on_each_host from_controller` runs each playbook both ways of reading the facts (the role fleet_facts'
+fleet_facts_read: hypervisor_info on every host, or fleet_info once on the controller), alternating in each round.
+
 Run from the repository root, with the environment of COMMON/README (ANSIBLE_CONFIG, ANSIBLE_COLLECTIONS_PATH):
     .venv/bin/python benchmarks/bench_fleet_scale.py --sizes 100 300 1000 --rounds 1 --forks 10
+    .venv/bin/python benchmarks/bench_fleet_scale.py --only "drain --check" --reads on_each_host from_controller
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ RUNS = [
 
 PLAN_SHOWN = "hvmaint.libvirt.drain_host : Show the plan"
 FACTS_AND_PLAN = "drain --check, until planned"
+
+
+def planned_label(label):
+    """The row of a drain's run up to its plan: "drain --check, until planned", with the run's way of reading."""
+    return FACTS_AND_PLAN + label[len("drain --check"):] if label.startswith("drain --check") else None
 
 
 def run_playbook(inventory, playbook, extra, forks, ledger, times):
@@ -71,8 +80,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--forks", type=int, default=10)
     parser.add_argument("--only", choices=[label for label, _, _ in RUNS], nargs="+")
+    parser.add_argument("--reads", choices=["on_each_host", "from_controller"], nargs="+", default=["on_each_host"])
     args = parser.parse_args()
-    runs = [run for run in RUNS if not args.only or run[0] in args.only]
+    runs = []
+    for label, playbook, extra in RUNS:
+        if args.only and label not in args.only:
+            continue
+        for read in args.reads:
+            runs.append((label if len(args.reads) == 1 else "%s [%s]" % (label, read), playbook,
+                         extra + ["-e", "fleet_facts_read=%s" % read]))
     with tempfile.TemporaryDirectory(prefix="hvmaint-fleet-") as tmp:
         inventories = {size: write_fleet(os.path.join(tmp, str(size)), size, args.vms_per_host)
                        for size in args.sizes}
@@ -85,7 +101,7 @@ def main():
                     figures.setdefault((label, size), []).append((wall, rss))
                     if planned is not None:
                         # The same run up to the end of its plan (the task that shows it starts): the issue's target.
-                        figures.setdefault((FACTS_AND_PLAN, size), []).append((planned, rss))
+                        figures.setdefault((planned_label(label), size), []).append((planned, rss))
                     # The machine is shared: the load during each run says how far to trust its time.
                     print("round %d  %-15s %5d hosts  %7.1f s  %7.0f MiB  load %.1f" % (
                         round_no + 1, label, size, wall, rss, os.getloadavg()[0]), flush=True)
@@ -93,7 +109,7 @@ def main():
         print("| run | " + " | ".join("%d hosts, %d VMs" % (s, s * args.vms_per_host) for s in args.sizes)
               + " | per 100 hosts (first to last size) |")
         print("| --- |" + " --- |" * (len(args.sizes) + 1))
-        for label in [label for label, _, _ in runs] + [FACTS_AND_PLAN]:
+        for label in [label for label, _, _ in runs] + [planned_label(label) for label, _, _ in runs]:
             if (label, args.sizes[0]) not in figures:
                 continue
             cells, walls, peaks = [], [], []

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._cpu_compat import compared_host_cpu
 
-# The variables the role fleet_facts registers hypervisor_info's result in, on each host, and host_load's when it
-# measures load (fleet_facts_load_window_s).
+# The variables the role fleet_facts registers hypervisor_info's result in, on each host, fleet_info's (every
+# host's result under `hosts`, run once, so the same object on every host) when it reads from the controller, and
+# host_load's when it measures load (fleet_facts_load_window_s).
 FACTS_VAR = "fleet_facts__info"
+FLEET_VAR = "fleet_facts__fleet"
 LOAD_VAR = "fleet_facts__load"
 WHAT = ("hypervisors", "cpus", "left_out", "names", "inventory_names", "host_overrides", "migration_uris",
         "summary_lines", "loads")
@@ -44,6 +46,15 @@ def _failure(result):
     return None
 
 
+def _result_of(host, host_vars, facts_var):
+    """The host's hypervisor_info-shaped result from whichever read ran last: the role skips the other one, and its
+    skipped result, registered on every host, replaces what an earlier read left."""
+    fleet_read = host_vars.get(FLEET_VAR)
+    if isinstance(fleet_read, dict) and isinstance(fleet_read.get("hosts"), dict):
+        return fleet_read["hosts"].get(host)
+    return host_vars.get(facts_var)
+
+
 class Fleet:
     """Each reachable host's facts, the hosts left out and why, and the inventory's per-host settings.
 
@@ -59,7 +70,7 @@ class Fleet:
         self.loads = []
         for host in hosts:
             host_vars = host_vars_of(host)
-            result = host_vars.get(facts_var)
+            result = _result_of(host, host_vars, facts_var)
             why = _failure(result)
             if why:
                 self.left_out.append({"host": host, "error": why})

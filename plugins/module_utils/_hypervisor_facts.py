@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError, explain
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._lease import read_lease
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._maintenance import read_mark
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._state_pool import is_state_pool, read_state
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._storage import (
     disk_source,
     local_filesystem_of,
@@ -330,8 +331,11 @@ def _version(number):
     return "%d.%d.%d" % (number // 1000000, (number // 1000) % 1000, number % 1000)
 
 
-def gather(conn, include_xml=False, names=None):
-    """Read every fact of docs/facts.md from an open libvirt connection."""
+def gather(conn, include_xml=False, names=None, state_over_libvirt=False):
+    """Read every fact of docs/facts.md from an open libvirt connection.
+
+    Over a remote connection the mark and the lease are read through libvirt when `state_over_libvirt`
+    (_state_pool.py; HvmaintError when they cannot be), else reported as None (unknown)."""
     import libvirt
 
     uri = conn.getURI()
@@ -376,12 +380,19 @@ def gather(conn, include_xml=False, names=None):
         pools = []
         for pool in conn.listAllStoragePools(0):
             active = pool.isActive()
-            pools.append(parse_pool(pool.XMLDesc(0), active, pool.info() if active else None))
+            facts_of_pool = parse_pool(pool.XMLDesc(0), active, pool.info() if active else None)
+            if not is_state_pool(facts_of_pool):
+                pools.append(facts_of_pool)
         facts["storage_pools"] = sorted(pools, key=lambda p: p["name"])
         facts["bridges"] = local_bridges() if local else _remote_bridges(conn)
-        facts["maintenance"] = read_mark() if local else None
-        # Which job holds the host (a drain, a return, a rebalance), so planners can plan around it.
-        facts["lease"] = read_lease() if local else None
+        if local:
+            facts["maintenance"] = read_mark()
+            # Which job holds the host (a drain, a return, a rebalance), so planners can plan around it.
+            facts["lease"] = read_lease()
+        elif state_over_libvirt:
+            facts["maintenance"], facts["lease"] = read_state(conn, facts["name"])
+        else:
+            facts["maintenance"] = facts["lease"] = None
         facts["vms"] = []
         for dom in conn.listAllDomains(0):
             vm = _gather_vm_if_still_there(dom, names, pools, local, include_xml)

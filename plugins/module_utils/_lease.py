@@ -53,13 +53,27 @@ def read_lease(path=DEFAULT_LEASE_PATH):
     A lease that cannot be read is returned as held by an unknown job: someone meant to hold the host."""
     try:
         with open(path, encoding="utf-8") as handle:
-            lease = json.load(handle)
+            text = handle.read()
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        return {"job": None, "unreadable": "%s: %s" % (path, exc)}
+        return unreadable_lease(path, exc)
+    return parse_lease(text, path)
+
+
+def unreadable_lease(where, why):
+    return {"job": None, "unreadable": "%s: %s" % (where, why)}
+
+
+def parse_lease(text, where):
+    """The lease that a lease file's text holds; the file is untrusted: anything but a JSON object is a lease held
+    by an unknown job."""
+    try:
+        lease = json.loads(text)
+    except ValueError as exc:
+        return unreadable_lease(where, exc)
     if not isinstance(lease, dict):
-        return {"job": None, "unreadable": "%s: not a lease" % path}
+        return unreadable_lease(where, "not a lease")
     return lease
 
 

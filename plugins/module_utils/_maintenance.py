@@ -21,13 +21,26 @@ def read_mark(path=DEFAULT_MARK_PATH):
     """The mark as a dict ({since, reason, by, ...}), or None when the host is not under maintenance."""
     try:
         with open(path, encoding="utf-8") as handle:
-            mark = json.load(handle)
+            text = handle.read()
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        # A mark that cannot be read still means someone meant to mark the host: never treat it as absent.
-        return {"since": None, "reason": "unreadable maintenance mark at %s: %s" % (path, exc), "by": None}
-    return mark if isinstance(mark, dict) else {"since": None, "reason": str(mark), "by": None}
+        return unreadable_mark(path, exc)
+    return parse_mark(text, path)
+
+
+def unreadable_mark(where, why):
+    # A mark that cannot be read still means someone meant to mark the host: never treat it as absent.
+    return {"since": None, "reason": "unreadable maintenance mark at %s: %s" % (where, why), "by": None}
+
+
+def parse_mark(text, where):
+    """The mark that a mark file's text holds (the file is untrusted: anything but a JSON object is still a mark)."""
+    try:
+        mark = json.loads(text)
+    except ValueError as exc:
+        return unreadable_mark(where, exc)
+    return mark if isinstance(mark, dict) else {"since": None, "reason": str(mark)[:200], "by": None}
 
 
 def write_mark(mark, path=DEFAULT_MARK_PATH):

@@ -694,6 +694,8 @@ class Lab:
             lines += ["        %s:" % name,
                       "          ansible_host: %s" % host["address"],
                       "          hvmaint_migration_uri: qemu+tls://%s/system" % name,
+                      # For fleet_facts_read=from_controller: the controller reads each host over TLS.
+                      "          hvmaint_libvirt_uri: %s" % self.uri(name),
                       "          hvmaint_memory_mib: %d" % host["memory_mib"],
                       "          hvmaint_vcpus: %d" % host["vcpus"]]
         if self.config.get("sites"):

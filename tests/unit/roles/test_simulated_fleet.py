@@ -17,6 +17,9 @@ sys.path.insert(0, os.path.join(REPO, "tests", "sim"))
 from simulated_fleet import write_fleet  # noqa: E402
 
 UNREACHABLE, BROKEN = "sim0013", "sim0014"
+MARKED, LEASED = "sim0001", "sim0002"
+PER_HOST_READ = "Read the hypervisor's facts, once no migration is under way on it"
+FLEET_READ = "Read every hypervisor's facts from the controller over libvirt"
 
 
 def collections_path():
@@ -93,8 +96,54 @@ def test_check_mode_drain_plans_around_the_hosts_it_cannot_read(fleet):
     # Only the facts ran on every host; the drain's own tasks ran once.
     dry_run = task_results(report, "Dry-run every planned move from the drained host before anything moves")
     assert len(dry_run) == 1 and next(iter(dry_run.values()))["changed"]
+    assert [r["status"] for r in task_results(report, FLEET_READ).values()] == ["skipped"]
     assert report["stats"][UNREACHABLE]["ignored"] == 1 and report["stats"][UNREACHABLE]["unreachable"] == 0
     assert report["stats"][BROKEN]["ignored"] == 1 and report["stats"][BROKEN]["failures"] == 0
+
+
+@pytest.fixture(scope="module")
+def marked_fleet(fleet, tmp_path_factory):
+    """The fleet with sim0001 (empty, the planner's first choice) under maintenance and sim0002 held by another
+    job, as their recorded facts say."""
+    out, inventory = fleet
+    with open(inventory, encoding="utf-8") as handle:
+        document = json.load(handle)
+    hosts = document["all"]["children"]["hypervisors"]["hosts"]
+    for host, key, value in ((MARKED, "maintenance", {"since": "2026-12-02T05:00:00Z", "reason": "firmware"}),
+                             (LEASED, "lease", {"job": "other-job", "operation": "drain", "role": "source"})):
+        with open(hosts[host]["hvmaint_recorded_facts"], encoding="utf-8") as handle:
+            facts = json.load(handle)
+        facts[key] = value
+        hosts[host]["hvmaint_recorded_facts"] = str(out / ("%s-%s.json" % (host, key)))
+        with open(hosts[host]["hvmaint_recorded_facts"], "w", encoding="utf-8") as handle:
+            json.dump(facts, handle)
+    marked_inventory = str(tmp_path_factory.mktemp("marked") / "inventory.json")
+    with open(marked_inventory, "w", encoding="utf-8") as handle:
+        json.dump(document, handle)
+    return out, marked_inventory
+
+
+def test_check_mode_drain_reading_the_facts_from_the_controller(marked_fleet):
+    # The per-host read of the same fleet is test_check_mode_drain_plans_around_the_hosts_it_cannot_read.
+    report = run(marked_fleet, "drain_host.yml", "-e", "drain_host_host=sim0000", "-e",
+                 "fleet_facts_read=from_controller", "--check")
+    lines = left_out_lines(report)
+    assert lines[0] == "14 hypervisors read"
+    assert any(line.startswith("left out: %s (unreachable" % UNREACHABLE) for line in lines), lines
+    assert any(line.startswith("left out: %s (its facts could not be read" % BROKEN) for line in lines), lines
+    plan = next(iter(task_results(report, "Plan where each VM goes").values()))
+    assert plan["ok"] and len(plan["moves"]) == 10
+    destinations = {move["destination"] for move in plan["moves"]}
+    assert destinations and not destinations & {UNREACHABLE, BROKEN, MARKED, "sim0000"}
+    per_host, fleet_read = task_results(report, PER_HOST_READ), task_results(report, FLEET_READ)
+    # One task for the fleet: the per-host read is skipped once, not on every host.
+    assert [r["status"] for r in per_host.values()] == ["skipped"]
+    (result,) = fleet_read.values()
+    assert result["status"] == "ok" and len(result["read"]) == 14
+    assert result["hosts"][LEASED]["hypervisor"]["lease"]["job"] == "other-job"
+    assert result["hosts"][MARKED]["hypervisor"]["maintenance"]["reason"] == "firmware"
+    assert {entry["host"] for entry in result["left_out"]} == {UNREACHABLE, BROKEN}
+    assert "qemu+tls://127.0.0.1/system" in result["hosts"][UNREACHABLE]["msg"]
 
 
 def test_check_mode_return_preflight_and_report(fleet):
