@@ -95,6 +95,25 @@ def _file_text(conn, pool, name, where):
     return data.decode("utf-8", errors="replace")
 
 
+def _start_transient_pool(conn):
+    """A transient pool over the state directory, or None when another reader's pool is already over it. The build
+    step (creating the directory) is asked for only when the directory is missing: no mark was ever written."""
+    import libvirt
+
+    xml = _POOL_XML % (STATE_POOL_NAME, STATE_DIR)
+    try:
+        return conn.storagePoolCreateXML(xml, 0)
+    except libvirt.libvirtError:
+        if _find_state_pool(conn) is not None:
+            return None
+    try:
+        return conn.storagePoolCreateXML(xml, libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
+    except libvirt.libvirtError:
+        if _find_state_pool(conn) is not None:
+            return None
+        raise
+
+
 def read_state(conn, host=None):
     """(mark, lease) of the host at the other end of `conn`, as read_mark and read_lease on the host would return
     them (None when absent). Raises HvmaintError when they cannot be read."""
@@ -105,14 +124,12 @@ def read_state(conn, host=None):
     try:
         pool = _find_state_pool(conn)
         if pool is None:
-            try:
-                pool = created = conn.storagePoolCreateXML(_POOL_XML % (STATE_POOL_NAME, STATE_DIR),
-                                                           libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD)
-            except libvirt.libvirtError:
-                # Another controller's read started it meanwhile: use theirs.
+            pool = created = _start_transient_pool(conn)
+            if pool is None:
+                # Another controller's read started one meanwhile: use theirs.
                 pool = _find_state_pool(conn)
-                if pool is None:
-                    raise
+            if pool is None:
+                raise HvmaintError("cannot start a storage pool over %s (nor find one)" % where)
         elif not pool.isActive():
             raise HvmaintError("the storage pool %s over %s is defined but not active: start it, or undefine it"
                                % (pool.name(), where))

@@ -89,6 +89,7 @@ class Pool:
 class Conn:
     def __init__(self, state_dir, pools=()):
         self.state_dir, self.pools, self.created, self.streams = state_dir, list(pools), [], []
+        self.create_flags = []
 
     def getURI(self):
         return "qemu+tls://hv1/system"
@@ -97,9 +98,12 @@ class Conn:
         return list(self.pools)
 
     def storagePoolCreateXML(self, xml, flags):
-        assert flags == libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD
         assert "<path>%s</path>" % _state_pool.STATE_DIR in xml
-        os.makedirs(self.state_dir, exist_ok=True)
+        self.create_flags.append(flags)
+        if not os.path.isdir(self.state_dir):
+            if flags != libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD:
+                raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, "cannot open directory: No such file")
+            os.makedirs(self.state_dir)
         pool = Pool(self, _state_pool.STATE_POOL_NAME, self.state_dir, transient=True)
         self.pools.append(pool)
         self.created.append(pool)
@@ -132,12 +136,14 @@ def test_reads_mark_and_lease_through_a_transient_pool_it_then_destroys(state_di
     assert _state_pool.read_state(conn, "hv3") == (MARK, LEASE)
     assert len(conn.created) == 1 and conn.created[0].destroyed and conn.pools == []
     assert all(stream.finished for stream in conn.streams)
+    assert conn.create_flags == [0]  # the directory is there: no build step
 
 
 def test_no_directory_yet_means_no_mark_and_no_lease_and_the_directory_is_built(state_dir):
     conn = Conn(str(state_dir))
     assert _state_pool.read_state(conn) == (None, None)
     assert state_dir.is_dir() and conn.pools == []
+    assert conn.create_flags == [0, libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD]
 
 
 def test_a_pool_defined_over_the_directory_is_refreshed_and_kept(state_dir):
@@ -196,6 +202,19 @@ def test_a_download_that_keeps_failing_is_an_error_not_an_unmarked_host(state_di
     with pytest.raises(HvmaintError, match="cannot read the maintenance mark and the lease"):
         _state_pool.read_state(conn, "hv1")
     assert conn.pools == []  # the transient pool is destroyed also on failure
+
+
+def test_another_readers_pool_started_meanwhile_is_used(state_dir):
+    state_dir.mkdir()
+    (state_dir / "lease.json").write_text(json.dumps(LEASE))
+    conn = Conn(str(state_dir))
+
+    def raced(xml, flags):
+        conn.pools.append(Pool(conn, _state_pool.STATE_POOL_NAME, str(state_dir), transient=True))
+        raise libvirt_error(libvirt.VIR_ERR_OPERATION_FAILED, "pool 'hvmaint-state' already exists")
+    conn.storagePoolCreateXML = raced
+    assert _state_pool.read_state(conn) == (None, LEASE)
+    assert conn.pools and not conn.pools[0].destroyed  # theirs: their read destroys it
 
 
 def test_the_state_pool_is_not_a_pool_for_vm_disks():
