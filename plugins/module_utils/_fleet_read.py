@@ -98,7 +98,7 @@ def read_fleet(readers, max_workers=20, timeout_s=300):
 
     if not hosts:
         return {}
-    for _ in range(min(max_workers, len(hosts))):
+    for _worker in range(min(max_workers, len(hosts))):
         threading.Thread(target=work, name="hvmaint-fleet-read", daemon=True).start()
     done.wait(timeout_s)
     with lock:

@@ -16,7 +16,7 @@ description:
     waits for.
   - The maintenance mark and the lease are files on each host (M(hvmaint.libvirt.maintenance_mode),
     M(hvmaint.libvirt.host_lease)). libvirt serves them as the volumes of a storage pool of type C(dir) over their
-    directory C(/var/lib/libvirt/hvmaint): the module uses a pool over that directory when one is defined, or
+    directory C(/var/lib/libvirt/hvmaint). The module uses a pool over that directory when one is defined, or
     starts a transient pool C(hvmaint-state) (creating the directory when it is missing), downloads the two files
     and destroys the transient pool again. The connection needs the right to do so (a TLS client certificate
     that libvirtd accepts with full access does).
@@ -37,7 +37,7 @@ options:
       - Inventory host name to the libvirt URI to read it over, for example
         V(qemu+tls://hv1.example.com/system) (add C(?pkipath=DIR) when the client certificates are not in
         C(/etc/pki)).
-      - When left out, the action plugin reads the play's hosts (C(ansible_play_hosts)): each host's inventory
+      - When left out, the action plugin reads the play's hosts (C(ansible_play_hosts)), each over its inventory
         variable C(hvmaint_libvirt_uri), else V(qemu+tls://) followed by its C(ansible_host) (or its name) and
         V(/system). TLS is the default; a plain C(qemu+tcp) URI sends the facts unencrypted.
     type: dict

@@ -84,8 +84,8 @@ def test_cannot_connect_is_unreachable_and_cannot_read_is_failed(monkeypatch):
         raise HvmaintError("cannot connect to libvirt at %s: Connection refused" % uri)
     monkeypatch.setattr(_fleet_read, "open_connection", refuse)
     result = _fleet_read.read_over_libvirt("qemu+tls://hv3/system")
-    assert result == {"unreachable": True, "msg": "cannot connect to libvirt at qemu+tls://hv3/system: Connection"
-                                                   " refused"}
+    refused = "cannot connect to libvirt at qemu+tls://hv3/system: Connection refused"
+    assert result == {"unreachable": True, "msg": refused}
 
     def no_state(conn, state_over_libvirt):
         raise HvmaintError("cannot read the maintenance mark and the lease in hv3:/var/lib/libvirt/hvmaint")
@@ -108,8 +108,8 @@ def test_the_lookup_reads_the_fleet_read_and_ignores_what_an_earlier_read_left(l
     fleet = Fleet(list(host_vars), host_vars.__getitem__)
     assert [facts["name"] for facts in fleet.hypervisors] == ["hv1", "hv2"]
     assert fleet.hypervisors[0] is lab_facts["hv1"]
-    assert fleet.left_out == [{"host": "kvm3", "error": "its facts could not be read: cannot read the maintenance"
-                                                         " mark and the lease in hv3"}]
+    why = "its facts could not be read: cannot read the maintenance mark and the lease in hv3"
+    assert fleet.left_out == [{"host": "kvm3", "error": why}]
     # The other way round: a per-host read after a fleet read, whose skipped result no longer holds hosts.
     host_vars = {host: {"fleet_facts__fleet": skipped, "fleet_facts__info": {"hypervisor": lab_facts[name]}}
                  for host, name in (("kvm1", "hv1"), ("kvm3", "hv3"))}
