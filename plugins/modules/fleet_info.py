@@ -63,7 +63,6 @@ requirements:
   - libvirt-python on the machine that runs it (the controller, for the action plugin).
 seealso:
   - module: hvmaint.libvirt.hypervisor_info
-  - role: hvmaint.libvirt.fleet_facts
 """
 
 EXAMPLES = r"""
