@@ -32,6 +32,8 @@ INCOMING_CLEANUP_POLL_S = 1.0
 # or when its connection attempt times out. Past this the VM is left paused on the destination, needing attention.
 POSTCOPY_RESUME_WINDOW_S = 120.0
 POSTCOPY_RESUME_RETRY_S = 5.0
+# What _resume_postcopy returns when libvirt finished the post-copy on its own between two tries.
+FINISHED_BY_ITSELF = "finished by itself"
 
 
 def _alive(conn):
@@ -39,6 +41,15 @@ def _alive(conn):
         return conn.isAlive() == 1
     except (libvirt.libvirtError, AttributeError):
         return False
+
+
+def _finished_at_destination(where):
+    """The migration is over by itself: the destination runs the VM, persistent, and the source (which answered)
+    runs it no more. Only this client's call failed, e.g. its connection timed out over a cut link while the
+    source's libvirtd, which drives a peer-to-peer migration, finished the post-copy once the link was back."""
+    src, dst = where["source"], where["destination"]
+    return bool(src.get("error") is None and not src.get("running") and dst.get("error") is None
+                and dst.get("running") and dst.get("persistent"))
 
 
 def _incoming_left(where):
@@ -199,9 +210,11 @@ class Verification:
                                         "action": "postcopy_resume", "detail": "post-copy failed (%s): resuming it"
                                         % problem})
             failure = self._resume_postcopy(job, dom, resume)
-            if failure is None:
+            if failure is None or failure is FINISHED_BY_ITSELF:
                 job.escalator.steps.append({"at_s": round(time.monotonic() - job.started, 1), "iteration": None,
-                                            "action": "postcopy_resume", "detail": "post-copy resumed"})
+                                            "action": "postcopy_resume", "detail": "post-copy resumed"
+                                            if failure is None else "post-copy finished without a resume: the"
+                                            " VM runs on %s, no longer on %s" % (self.destination, self.source)})
                 if self.dconn is None or not _alive(self.dconn):
                     self._reconnect_destination()  # the old connection died with the link
                 self._after_success(job)
@@ -221,7 +234,8 @@ class Verification:
 
     def _resume_postcopy(self, job, dom, resume):
         """libvirt's post-copy resume, tried again every POSTCOPY_RESUME_RETRY_S until it succeeds or the window
-        passes: None once resumed, else what the tries said."""
+        passes: None once resumed, FINISHED_BY_ITSELF once the VM is found moved between two tries (nothing is
+        left to resume then, and each try would only fail), else what the tries said."""
         started = time.monotonic()
         deadline = started + POSTCOPY_RESUME_WINDOW_S
         tries = 0
@@ -232,6 +246,12 @@ class Verification:
                 return None
             except libvirt.libvirtError as exc:
                 last = str(exc).strip()
+            # The destination is asked only once the source no longer runs the VM: while the link is down each
+            # connection attempt to it could wait on TCP, and the source (a local connection) answers at once.
+            source_now = _presence(self.sconn, job.plan.uuid)
+            if (source_now.get("error") is None and not source_now.get("running")
+                    and _finished_at_destination(self._locate(job.plan))):
+                return FINISHED_BY_ITSELF
             if time.monotonic() + POSTCOPY_RESUME_RETRY_S >= deadline:
                 return "%d tries over %.0f s, the last: %s" % (tries, time.monotonic() - started, last)
             time.sleep(POSTCOPY_RESUME_RETRY_S)

@@ -238,6 +238,69 @@ def test_a_post_copy_cut_off_is_resumed_once_both_hosts_allow_it_else_left_needi
         assert "switched to post-copy and then failed" in job.result["needs_attention"]
 
 
+class FinishingSource(PostcopySource):
+    """As on the lab (case post-copy then link cut): the engine's call failed with the link, but the source's
+    libvirtd finished the post-copy once the link was back, leaving its copy shut off (migrated), still defined.
+    From then on every resume fails: there is nothing left to resume."""
+
+    def __init__(self, finishes_after):
+        super().__init__(fails=10 ** 6)
+        self.finishes_after = finishes_after
+        self.undefined = False
+
+    def migrateToURI3(self, _uri, _params, flags):  # noqa: N802 - libvirt's name
+        assert flags & libvirt.VIR_MIGRATE_POSTCOPY_RESUME, "only a post-copy resume may be tried"
+        self.resumes += 1
+        if self.resumes >= self.finishes_after:
+            self.resumed = True   # finished by libvirt itself, not by this try
+            raise libvirt_error("Requested operation is not valid: domain is not being migrated")
+        raise libvirt_error("Unable to connect to hv2: No route to host")
+
+    def isActive(self):  # noqa: N802 - libvirt's name
+        return not self.resumed
+
+    def undefine(self):
+        self.undefined = True
+
+
+class FinishingSourceConnection(SourceConnection):
+    def lookupByUUIDString(self, _uuid):  # noqa: N802 - libvirt's name
+        if self.dom.undefined:
+            error = libvirt.libvirtError("Domain not found")
+            error.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "Domain not found", 2, "", None, None, 0, 0)
+            raise error
+        return self.dom
+
+
+def test_a_post_copy_that_libvirt_finished_by_itself_is_a_move_not_a_vm_needing_attention(monkeypatch):
+    # Found on the lab: the VM ran on hv2 (running, migrated) while hv1 kept a shut-off definition, and the engine
+    # kept trying to resume for its whole window, then said "needs attention" with the VM defined on two hosts.
+    monkeypatch.setattr(verification, "POSTCOPY_RESUME_RETRY_S", 0.01)
+    monkeypatch.setattr(verification, "POSTCOPY_RESUME_WINDOW_S", 0.5)
+    source = FinishingSource(finishes_after=3)
+
+    def reach_destination(uri, *_args, **_kwargs):
+        if not source.resumed:
+            _unreachable(uri)
+        return ReachedDestination()
+
+    monkeypatch.setattr(engine_module, "open_connection", reach_destination)
+    options = {key: None for key in POLICY_OPTIONS}
+    options.update(escalation={"post_copy": True}, completion_timeout_action="postcopy")
+    engine = Migrator("qemu+tls://hv1/system", "qemu+tls://hv2/system", validate_policy(options), destination="hv2",
+                      record_history=False, source_conn=FinishingSourceConnection(source))
+    engine.dconn = CutDestination(0.0)
+    plan = Plan("work1")
+    plan.uuid, plan.dom, plan.action, plan.memory_bytes, plan.inactive_xml = UUID, source, "move", 256 << 20, "<x/>"
+    job = postcopy_job(engine, plan)
+    engine._after_failure(job, libvirt_error("Disconnected from hv2 or ... (keepalive timeout)"))
+    assert job.result["outcome"] == "migrated" and "needs_attention" not in job.result
+    assert source.undefined, "the source's stale definition was left: the VM stays defined on two hosts"
+    assert source.resumes == 3, "resumes went on after the VM was found moved"
+    steps = [s["detail"] for s in job.escalator.steps if s["action"] == "postcopy_resume"]
+    assert steps[-1].startswith("post-copy finished without a resume")
+
+
 class SlowCapabilities:
     """A libvirtd just (re)started: its first getCapabilities takes a while (about 4 s on the lab)."""
 
