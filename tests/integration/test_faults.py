@@ -161,8 +161,12 @@ def test_post_copy_switched_over_then_link_cut(lab):
         print("%s: %s" % (host, lab.virsh(host, ["domstate", "--reason", name], check=False).stdout.strip()))
     assert result["postcopy"], "the migration never switched to post-copy: %s" % result
     if result["outcome"] == "migrated":
-        # libvirt's post-copy resume recovered it once the link was back.
-        assert any(step["detail"] == "post-copy resumed" for step in result["policy_steps"]), result
+        # Once the link was back, either libvirt's post-copy resume recovered it, or libvirt had finished the
+        # post-copy by itself (the engine's call failed with the link, the source's libvirtd went on): either way
+        # the engine says which, and the VM runs on the destination only, defined there only.
+        assert any(step["detail"] == "post-copy resumed" or step["detail"].startswith(
+            "post-copy finished without a resume") for step in result["policy_steps"]), result
+        assert not result.get("needs_attention"), result
         placement = assert_fleet_invariants(lab, text)
         assert placement[name] == destination
     else:
