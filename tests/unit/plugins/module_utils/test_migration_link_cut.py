@@ -206,12 +206,11 @@ def postcopy_job(engine, plan):
     return job
 
 
-@pytest.mark.parametrize("fails, outcome", [(2, "migrated"), (100, "failed")])
-def test_a_post_copy_cut_off_is_resumed_once_both_hosts_allow_it_else_left_needing_attention(
-        monkeypatch, fails, outcome):
+def cut_off_post_copy(monkeypatch, source, source_conn):
+    """The engine's handling of a post-copy whose call failed with the link (short resume window): the destination
+    is unreachable until `source` says the migration resumed or finished. Returns the job, handled."""
     monkeypatch.setattr(verification, "POSTCOPY_RESUME_RETRY_S", 0.01)
     monkeypatch.setattr(verification, "POSTCOPY_RESUME_WINDOW_S", 0.5)
-    source = PostcopySource(fails)
 
     def reach_destination(uri, *_args, **_kwargs):
         if not source.resumed:
@@ -222,12 +221,20 @@ def test_a_post_copy_cut_off_is_resumed_once_both_hosts_allow_it_else_left_needi
     options = {key: None for key in POLICY_OPTIONS}
     options.update(escalation={"post_copy": True}, completion_timeout_action="postcopy")
     engine = Migrator("qemu+tls://hv1/system", "qemu+tls://hv2/system", validate_policy(options), destination="hv2",
-                      record_history=False, source_conn=PostcopySourceConnection(source))
+                      record_history=False, source_conn=source_conn)
     engine.dconn = CutDestination(0.0)   # the engine's own connection died with the link
     plan = Plan("work1")
     plan.uuid, plan.dom, plan.action, plan.memory_bytes, plan.inactive_xml = UUID, source, "move", 256 << 20, "<x/>"
     job = postcopy_job(engine, plan)
     engine._after_failure(job, libvirt_error("Disconnected from hv2 or ... (keepalive timeout)"))
+    return job
+
+
+@pytest.mark.parametrize("fails, outcome", [(2, "migrated"), (100, "failed")])
+def test_a_post_copy_cut_off_is_resumed_once_both_hosts_allow_it_else_left_needing_attention(
+        monkeypatch, fails, outcome):
+    source = PostcopySource(fails)
+    job = cut_off_post_copy(monkeypatch, source, PostcopySourceConnection(source))
     assert job.result["outcome"] == outcome
     steps = [s["detail"] for s in job.escalator.steps if s["action"] == "postcopy_resume"]
     if outcome == "migrated":
@@ -275,25 +282,8 @@ class FinishingSourceConnection(SourceConnection):
 def test_a_post_copy_that_libvirt_finished_by_itself_is_a_move_not_a_vm_needing_attention(monkeypatch):
     # Found on the lab: the VM ran on hv2 (running, migrated) while hv1 kept a shut-off definition, and the engine
     # kept trying to resume for its whole window, then said "needs attention" with the VM defined on two hosts.
-    monkeypatch.setattr(verification, "POSTCOPY_RESUME_RETRY_S", 0.01)
-    monkeypatch.setattr(verification, "POSTCOPY_RESUME_WINDOW_S", 0.5)
     source = FinishingSource(finishes_after=3)
-
-    def reach_destination(uri, *_args, **_kwargs):
-        if not source.resumed:
-            _unreachable(uri)
-        return ReachedDestination()
-
-    monkeypatch.setattr(engine_module, "open_connection", reach_destination)
-    options = {key: None for key in POLICY_OPTIONS}
-    options.update(escalation={"post_copy": True}, completion_timeout_action="postcopy")
-    engine = Migrator("qemu+tls://hv1/system", "qemu+tls://hv2/system", validate_policy(options), destination="hv2",
-                      record_history=False, source_conn=FinishingSourceConnection(source))
-    engine.dconn = CutDestination(0.0)
-    plan = Plan("work1")
-    plan.uuid, plan.dom, plan.action, plan.memory_bytes, plan.inactive_xml = UUID, source, "move", 256 << 20, "<x/>"
-    job = postcopy_job(engine, plan)
-    engine._after_failure(job, libvirt_error("Disconnected from hv2 or ... (keepalive timeout)"))
+    job = cut_off_post_copy(monkeypatch, source, FinishingSourceConnection(source))
     assert job.result["outcome"] == "migrated" and "needs_attention" not in job.result
     assert source.undefined, "the source's stale definition was left: the VM stays defined on two hosts"
     assert source.resumes == 3, "resumes went on after the VM was found moved"
@@ -302,13 +292,20 @@ def test_a_post_copy_that_libvirt_finished_by_itself_is_a_move_not_a_vm_needing_
 
 
 class SlowCapabilities:
-    """A libvirtd just (re)started: its first getCapabilities takes a while (about 4 s on the lab)."""
+    """A libvirtd just (re)started: its first getCapabilities takes a while (about 4 s on the lab). With `together`
+    (a barrier shared by both hosts), each read waits for the other host's read to have started: read one after the
+    other, the first one waits in vain and both are marked `alone` (no timing, so a loaded machine cannot fail it)."""
 
-    def __init__(self, name, uuid, seconds):
-        self.name, self.uuid, self.seconds = name, uuid, seconds
+    def __init__(self, name, uuid, together=None):
+        self.name, self.uuid, self.together = name, uuid, together
+        self.alone = False
 
     def getCapabilities(self):  # noqa: N802 - libvirt's name
-        time.sleep(self.seconds)
+        if self.together is not None:
+            try:
+                self.together.wait()
+            except threading.BrokenBarrierError:
+                self.alone = True
         return "<capabilities><host><uuid>%s</uuid></host></capabilities>" % self.uuid
 
     def getHostname(self):  # noqa: N802 - libvirt's name
@@ -320,16 +317,17 @@ class SlowCapabilities:
 
 def test_both_hosts_capabilities_are_read_side_by_side_at_connect(monkeypatch):
     options = {key: None for key in POLICY_OPTIONS}
-    source = SlowCapabilities("hv1", "00000000-0000-0000-0000-000000000001", 0.6)
-    destination = SlowCapabilities("hv2", "00000000-0000-0000-0000-000000000002", 0.6)
+    together = threading.Barrier(2, timeout=10)
+    source = SlowCapabilities("hv1", "00000000-0000-0000-0000-000000000001", together)
+    destination = SlowCapabilities("hv2", "00000000-0000-0000-0000-000000000002", together)
     monkeypatch.setattr(engine_module, "open_connection", lambda *_a, **_k: destination)
     engine = Migrator("qemu+tls://hv1/system", "qemu+tls://hv2/system", validate_policy(options), destination="hv2",
                       record_history=False, source_conn=source)
-    started = time.monotonic()
     engine.connect()
-    assert time.monotonic() - started < 1.0, "the two hosts' capabilities were read one after the other"
+    assert not (source.alone or destination.alone), "the two hosts' capabilities were read one after the other"
     # The check they serve still holds: a destination with the source's host UUID is the source itself.
-    same = SlowCapabilities("hv2", source.uuid, 0.0)
+    source = SlowCapabilities("hv1", source.uuid)
+    same = SlowCapabilities("hv2", source.uuid)
     monkeypatch.setattr(engine_module, "open_connection", lambda *_a, **_k: same)
     engine = Migrator("qemu+tls://hv1/system", "qemu+tls://hv2/system", validate_policy(options), destination="hv2",
                       record_history=False, source_conn=source)
