@@ -21,3 +21,12 @@ def test_action_plugin_formats_lines_with_the_engine():
           "total_bytes": 96 * MIB, "rate_bps": 35 * MIB, "iteration": 3}
     assert action._format("hv1", "hv2", vm) == (
         "[hv1\u2192hv2] work1: 63% 40.1/96.0 MiB remaining 35 MiB/s iteration 3")
+
+
+def test_nothing_to_move_is_checked_on_the_controller():
+    # A drain or return with nothing to move still refuses bad options, on the controller, with the engine's limits.
+    assert action.ActionModule._options_only({}, {"moves": [], "max_parallel": 2})["failed"] is False
+    refused = action.ActionModule._options_only({}, {"moves": [], "max_parallel": 100})
+    assert refused["failed"] and "max_parallel must be between 1 and 64" in refused["msg"]
+    refused = action.ActionModule._options_only({}, {"moves": [], "max_parallel": "lots"})
+    assert refused["failed"] and "max_parallel" in refused["msg"]

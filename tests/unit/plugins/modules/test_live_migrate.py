@@ -109,13 +109,3 @@ def test_nothing_to_move_still_checks_every_option():
         with pytest.raises(HvmaintError) as refused:
             execute(params(moves=[], **bad))
         assert fragment in str(refused.value)
-
-
-def test_nothing_to_move_is_checked_on_the_controller():
-    from ansible_collections.hvmaint.libvirt.plugins.action import live_migrate as action
-
-    assert action.ActionModule._options_only({}, {"moves": [], "max_parallel": 2})["failed"] is False
-    refused = action.ActionModule._options_only({}, {"moves": [], "max_parallel": 100})
-    assert refused["failed"] and "max_parallel must be between 1 and 64" in refused["msg"]
-    refused = action.ActionModule._options_only({}, {"moves": [], "max_parallel": "lots"})
-    assert refused["failed"] and "max_parallel" in refused["msg"]
