@@ -79,14 +79,21 @@ def left_out_lines(report):
     return next(iter(results.values()))["msg"]
 
 
-def test_check_mode_drain_plans_around_the_hosts_it_cannot_read(fleet):
-    report = run(fleet, "drain_host.yml", "-e", "drain_host_host=sim0000", "--check")
+def drain_plan_around_the_unread_hosts(report):
+    """The check-mode drain of sim0000 read 14 hosts, named the unreachable and the broken one as left out, and
+    planned its 10 VMs: its plan."""
     lines = left_out_lines(report)
     assert lines[0] == "14 hypervisors read"
     assert any(line.startswith("left out: %s (unreachable" % UNREACHABLE) for line in lines), lines
     assert any(line.startswith("left out: %s (its facts could not be read" % BROKEN) for line in lines), lines
     plan = next(iter(task_results(report, "Plan where each VM goes").values()))
     assert plan["ok"] and len(plan["moves"]) == 10
+    return plan
+
+
+def test_check_mode_drain_plans_around_the_hosts_it_cannot_read(fleet):
+    report = run(fleet, "drain_host.yml", "-e", "drain_host_host=sim0000", "--check")
+    plan = drain_plan_around_the_unread_hosts(report)
     destinations = {move["destination"] for move in plan["moves"]}
     assert destinations and not destinations & {UNREACHABLE, BROKEN, "sim0000"}
     # The plan is live_migrate's input as it is, and the report lines come from the planner.
@@ -127,12 +134,7 @@ def test_check_mode_drain_reading_the_facts_from_the_controller(marked_fleet):
     # The per-host read of the same fleet is test_check_mode_drain_plans_around_the_hosts_it_cannot_read.
     report = run(marked_fleet, "drain_host.yml", "-e", "drain_host_host=sim0000", "-e",
                  "fleet_facts_read=from_controller", "--check")
-    lines = left_out_lines(report)
-    assert lines[0] == "14 hypervisors read"
-    assert any(line.startswith("left out: %s (unreachable" % UNREACHABLE) for line in lines), lines
-    assert any(line.startswith("left out: %s (its facts could not be read" % BROKEN) for line in lines), lines
-    plan = next(iter(task_results(report, "Plan where each VM goes").values()))
-    assert plan["ok"] and len(plan["moves"]) == 10
+    plan = drain_plan_around_the_unread_hosts(report)
     destinations = {move["destination"] for move in plan["moves"]}
     assert destinations and not destinations & {UNREACHABLE, BROKEN, MARKED, "sim0000"}
     per_host, fleet_read = task_results(report, PER_HOST_READ), task_results(report, FLEET_READ)

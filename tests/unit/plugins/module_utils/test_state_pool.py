@@ -173,7 +173,9 @@ def test_damaged_or_oversized_files_still_mean_marked_and_held(state_dir):
     assert lease["job"] is None and "hv3:" in lease["unreadable"]
 
 
-def test_a_file_replaced_during_the_read_is_read_again(state_dir):
+def marked_host_whose_downloads_fail(state_dir, failures):
+    """A marked host whose transient state pool fails its first `failures` downloads (the file was replaced
+    while it was read)."""
     state_dir.mkdir()
     (state_dir / "maintenance.json").write_text(json.dumps(MARK))
     conn = Conn(str(state_dir))
@@ -181,24 +183,20 @@ def test_a_file_replaced_during_the_read_is_read_again(state_dir):
 
     def create(xml, flags):
         pool = original(xml, flags)
-        pool.fail_downloads = 1
+        pool.fail_downloads = failures
         return pool
     conn.storagePoolCreateXML = create
+    return conn
+
+
+def test_a_file_replaced_during_the_read_is_read_again(state_dir):
+    conn = marked_host_whose_downloads_fail(state_dir, 1)
     assert _state_pool.read_state(conn) == (MARK, None)
     assert conn.created[0].refreshes == 1 and conn.streams[0].aborted
 
 
 def test_a_download_that_keeps_failing_is_an_error_not_an_unmarked_host(state_dir):
-    state_dir.mkdir()
-    (state_dir / "maintenance.json").write_text(json.dumps(MARK))
-    conn = Conn(str(state_dir))
-    original = conn.storagePoolCreateXML
-
-    def create(xml, flags):
-        pool = original(xml, flags)
-        pool.fail_downloads = 2
-        return pool
-    conn.storagePoolCreateXML = create
+    conn = marked_host_whose_downloads_fail(state_dir, 2)
     with pytest.raises(HvmaintError, match="cannot read the maintenance mark and the lease"):
         _state_pool.read_state(conn, "hv1")
     assert conn.pools == []  # the transient pool is destroyed also on failure
