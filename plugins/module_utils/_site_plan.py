@@ -10,12 +10,14 @@ pools and their space are the drain's, so a site move is judged by the same rule
 names the VM's real source host again.
 
 A failback brings every VM whose home is a host of the original site back to it, with the evacuation's
-mapping reversed (reverse_mapping): the return planner, once per home host, over the VMs that run at the other site.
+mapping reversed (reverse_mapping): the return planner, once per home host, over the VMs that run at the other site;
+then the returns to all home hosts are grouped into one set of waves (tier by tier), so the home hosts fill side
+by side instead of one after the other.
 """
 
 from __future__ import annotations
 
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_placement import _Options
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_placement import _Options, _Waves
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan import _Planner, render_plan
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._readiness import host_vms, known_list
@@ -28,6 +30,13 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._site_mapping impo
 # The name the source site goes by while the planner drains it as one host (never a real host's name: it has
 # spaces), as it reads in the plan's warnings.
 SITE_SOURCE = "the source site"
+
+
+class _WaveGrouping(_Waves):
+    """The planner's own wave grouping (tiers, max_wave_size, per-source parallelism) over moves already placed."""
+
+    def __init__(self, options):
+        self.o = options
 
 
 def _check_sites(by_name, site_from, site_to):
@@ -120,33 +129,35 @@ def plan_site_failback(hosts_facts, site_from, site_to, site_mapping, **options)
     _refuse_unmapped(problems, "failback")
     options.pop("unplaceable_policy", None)
     options = _overrides_for(options, set(site_from) | set(site_to))
-    merged = None
+    wave_options = _Options(**options)
+    # One batch per (mode, tier), in the order a return moves them: live before offline, tier by tier.
+    batches = {(mode, tier): [] for mode in ("live", "offline") for tier in wave_options.tier_order}
+    merged = {"ok": True, "direction": "return", "unplaceable": [], "actions": [], "cannot_return": [],
+              "warnings": [], "excluded_destinations": []}
     for home in sorted(site_to):
         # Only the VMs of the other site: a VM of this home that runs elsewhere at its own site is not the
         # failback's (its return is return_host's, without a mapping).
         others = [dict(by_name[name], vms=[]) for name in sorted(site_to) if name != home]
         # The evacuation marked the home hosts; the failback clears their marks before it fills them.
         home_facts = dict(by_name[home], maintenance=None)
+        # Each home host is planned on its own (its room, CPU, networks, pools), as return_host plans it: a VM
+        # goes only to its own home, so one home's returns take nothing from another's.
         result = _Planner(away + others + [home_facts], _Options(**options)).bring_home(home)
-        if merged is None:
-            merged = result
-            merged["summary_lines"] = list(result["summary_lines"])
-            continue
-        offset = len(merged["waves"])
         for wave in result["waves"]:
-            wave["wave"] += offset
-            for move in wave["moves"]:
-                move["wave"] = wave["wave"]
-        merged["waves"].extend(result["waves"])
-        merged["moves"].extend(result["moves"])
+            batches[(wave["mode"], wave["tier"])].extend(wave["moves"])
         for key in ("cannot_return", "actions", "warnings", "excluded_destinations"):
-            merged[key] = merged.get(key, []) + [e for e in result.get(key, []) if e not in merged.get(key, [])]
+            merged[key] += [e for e in result.get(key, []) if e not in merged[key]]
         merged["ok"] = merged["ok"] and result["ok"]
-        merged["predicted_seconds"] = round(merged["predicted_seconds"] + result["predicted_seconds"], 1)
-        merged["summary_lines"].extend(result["summary_lines"])
-    for order, move in enumerate(merged["moves"], 1):
-        move["order"] = order
+        if "prediction_model" in result:
+            merged["prediction_model"] = result["prediction_model"]
+    # Then every home host's returns of a tier form one set of waves, so the home hosts are filled side by side
+    # (each sending host at most max_parallel_per_source at once) and a lower tier never starts before a higher
+    # tier of any home host has ended.
+    merged["waves"], merged["moves"] = _WaveGrouping(wave_options)._waves(
+        [(tier, mode, batches[(mode, tier)]) for mode in ("live", "offline") for tier in wave_options.tier_order])
+    merged["predicted_seconds"] = round(sum(w["predicted_seconds"] for w in merged["waves"]), 1)
     merged["return_to"] = ", ".join(sorted(site_to))
     merged["site_from"], merged["site_to"] = sorted(site_from), sorted(site_to)
     merged["site_mapping"] = mapping
+    merged["summary_lines"] = render_plan(merged, wave_options)
     return merged

@@ -163,7 +163,8 @@ options:
   site_failback:
     description:
       - Plan the failback of O(site_from) to O(site_to) - every VM there whose home is a host of O(site_to) goes
-        home, as O(return_to) plans for one host.
+        home, each home host planned as O(return_to) plans one; the returns to all home hosts then share one set of
+        waves, tier by tier.
     type: bool
     default: false
     version_added: 0.2.0

@@ -138,19 +138,23 @@ def test_a_policy_parks_what_cannot_go_on_its_own_host():
     assert all("hv1" in a["reason"] and "source site" not in a["reason"] for a in plan["actions"])
 
 
+def moved_west(vm, home):
+    """The VM as it runs at west after the evacuation: home kept in its metadata, mapped network, bridge and pool."""
+    vm["metadata"] = dict(vm.get("metadata") or {}, home=home)
+    for nic in vm["nics"]:
+        nic.update(network="lan-west" if nic.get("network") else None,
+                   bridge="br-west" if nic.get("type") == "bridge" else nic.get("bridge"))
+    for disk in vm["disks"]:
+        if disk.get("path"):
+            disk.update(path=disk["path"].replace("/mnt/vmstore", "/mnt/west-store"), pool="west-store")
+    return vm
+
+
 def test_failback_brings_each_vm_home_with_the_mapping_reversed_and_then_nothing():
     facts = sites()
     east, we1 = facts[0], facts[1]
-    moved = [vm for vm in east["vms"] if vm["name"] != "local1"]
+    moved = [moved_west(vm, "hv1") for vm in east["vms"] if vm["name"] != "local1"]
     east["vms"] = [vm for vm in east["vms"] if vm["name"] == "local1"]
-    for vm in moved:
-        vm["metadata"] = dict(vm.get("metadata") or {}, home="hv1")
-        for nic in vm["nics"]:
-            nic.update(network="lan-west" if nic.get("network") else None,
-                       bridge="br-west" if nic.get("type") == "bridge" else nic.get("bridge"))
-        for disk in vm["disks"]:
-            if disk.get("path"):
-                disk.update(path=disk["path"].replace("/mnt/vmstore", "/mnt/west-store"), pool="west-store")
     we1["vms"] = moved
     east["maintenance"] = {"since": "2026-12-02T01:00:00Z", "reason": "site evacuation", "by": "ops"}
     mapping = dict(MAPPING, bridges={"br0": "br-west"})
@@ -163,3 +167,37 @@ def test_failback_brings_each_vm_home_with_the_mapping_reversed_and_then_nothing
     east["vms"] += moved
     we1["vms"] = []
     assert plan_site_failback(facts, ["we1", "we2"], ["hv1"], mapping)["moves"] == []
+
+
+def test_failback_fills_every_home_host_at_once_tier_by_tier():
+    """Two east hosts, their VMs at west: the returns to both homes share waves (one per tier) instead of one home
+    after the other, and a critical VM of the second home goes before the first home's normal VMs."""
+    facts = sites()
+    hv1, we1, we2 = facts
+    hv2 = copy.deepcopy(hv1)
+    hv2.update(name="hv2", host_uuid="hv2-uuid", vms=[])
+    for vm in copy.deepcopy(hv1["vms"]):
+        if vm["name"] == "local1":
+            continue
+        vm.update(name=vm["name"] + "-b", uuid="b" + vm["uuid"][1:])
+        if vm["name"] == "dns1-b":
+            vm["metadata"] = dict(vm.get("metadata") or {}, tier="critical")
+        hv2["vms"].append(moved_west(vm, "hv2"))
+    we1["vms"] = [moved_west(vm, "hv1") for vm in hv1["vms"] if vm["name"] != "local1"] + [hv2["vms"][0]]
+    we2["vms"] = hv2["vms"][1:]
+    hv1["vms"], hv2["vms"] = [vm for vm in hv1["vms"] if vm["name"] == "local1"], []
+    for host in (hv1, hv2):
+        host["maintenance"] = {"since": "2026-12-02T01:00:00Z", "reason": "site evacuation", "by": "ops"}
+    plan = plan_site_failback(facts + [hv2], ["we1", "we2"], ["hv1", "hv2"], dict(MAPPING, bridges={"br0": "br-west"}),
+                              max_parallel_per_source=1)
+    assert plan["ok"], plan["summary_lines"]
+    assert [(w["tier"], sorted(m["vm"] for m in w["moves"])) for w in plan["waves"]] == [
+        ("critical", ["dns1-b"]), ("normal", ["dns1", "web2", "web2-b"])]
+    assert {m["vm"]: m["destination"] for m in plan["moves"]} == {
+        "dns1-b": "hv2", "dns1": "hv1", "web2": "hv1", "web2-b": "hv2"}
+    assert [m["order"] for m in plan["moves"]] == [1, 2, 3, 4]
+    # we1 and we2 send side by side, each one at a time: the wave lasts as long as we1's two moves.
+    normal = plan["waves"][1]
+    assert normal["predicted_seconds"] == sum(m["estimated_seconds"] for m in normal["moves"] if m["source"] == "we1")
+    assert plan["predicted_seconds"] == round(sum(w["predicted_seconds"] for w in plan["waves"]), 1)
+    assert plan["summary_lines"][0].startswith("return to hv1, hv2: 4 moves in 2 waves"), plan["summary_lines"]
