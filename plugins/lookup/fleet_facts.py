@@ -31,7 +31,7 @@ options:
       - V(migration_uris), libvirt host name to the inventory variable C(hvmaint_migration_uri), where set.
       - V(summary_lines), how many hosts were read and which were left out, as lines to show.
       - V(loads), each host's measured load (M(hvmaint.libvirt.host_load)'s RV(hvmaint.libvirt.host_load#module:load)),
-        when the role read it (C(fleet_facts_load_window_s)); hosts whose load could not be measured are missing.
+        when the role's entry point C(load) measured it; hosts whose load could not be measured are missing.
     type: list
     elements: str
     required: true

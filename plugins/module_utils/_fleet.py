@@ -13,7 +13,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._cpu_compat import
 
 # The variables the role fleet_facts registers hypervisor_info's result in, on each host, fleet_info's (every
 # host's result under `hosts`, run once, so the same object on every host) when it reads from the controller, and
-# host_load's when it measures load (fleet_facts_load_window_s).
+# host_load's when its entry point `load` measures load (tasks/load.yml).
 FACTS_VAR = "fleet_facts__info"
 FLEET_VAR = "fleet_facts__fleet"
 LOAD_VAR = "fleet_facts__load"

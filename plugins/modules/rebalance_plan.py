@@ -49,7 +49,7 @@ options:
   loads:
     description:
       - Each host's RV(hvmaint.libvirt.host_load#module:load). Default is what the role
-        P(hvmaint.libvirt.fleet_facts#role) measured (C(fleet_facts_load_window_s)). A host without a measured
+        P(hvmaint.libvirt.fleet_facts#role) measured (its entry point C(load)). A host without a measured
         load takes no part.
     type: list
     elements: dict
@@ -128,7 +128,7 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Plan a balance of the fleet the role fleet_facts read (with fleet_facts_load_window_s)
+- name: Plan a balance of the fleet the role fleet_facts read and measured (its entry points main, then load)
   hvmaint.libvirt.rebalance_plan:
     strategy: balance
     threshold: 0.2
@@ -309,7 +309,7 @@ def plan(params, warn=None):
         options["loads"] = None
     elif not options.get("loads"):
         raise HvmaintError("measure is measured but no host's load was measured: run hvmaint.libvirt.host_load (the"
-                           " role fleet_facts does with fleet_facts_load_window_s), or set measure: allocated")
+                           " role fleet_facts does with tasks_from: load), or set measure: allocated")
     if ledger is not None:
         options["history"] = history_for_predictions(ledger, warn)
     result = plan_rebalance(hosts, **options)
