@@ -11,9 +11,15 @@ import pytest
 import yaml
 
 from conftest import (
+    REPO,
     ansible_module_json,
+    assert_fleet_invariants,
     clear_maintenance_marks,
+    lease_of,
+    mark_of,
+    recap,
     run_ansible,
+    where_is,
 )
 
 pytestmark = pytest.mark.lab
@@ -78,3 +84,37 @@ def test_the_controller_reads_what_each_host_reads_mark_and_lease_included(marke
     # The transient pool the read used is gone again: each host's pools are what they were.
     for host in lab.hosts:
         assert "hvmaint-state" not in lab.virsh(host, ["pool-list", "--all", "--name"]).stdout.split()
+
+
+def test_drain_and_return_plan_from_the_controller_read(marked_and_held, ansible_env, tmp_path):
+    lab = marked_and_held
+    inventory = inventory_with_uris(lab, tmp_path)
+    ledger = str(tmp_path / "ledger.jsonl")
+    moved_out = [g["name"] for g in lab.config["guests"] if g["host"] == DRAINED]
+
+    def playbook(name, extra):
+        return run_ansible(["ansible-playbook", "-i", inventory, os.path.join(REPO, "playbooks", name), "-e",
+                            json.dumps(dict(extra, fleet_facts_read="from_controller"))], ansible_env, check=False)
+
+    drain = playbook("drain_host.yml", {"drain_host_host": DRAINED, "drain_host_ledger": ledger})
+    print(drain.stdout[-3000:])
+    assert drain.returncode == 0, drain.stdout[-3000:]
+    assert "Read every hypervisor's facts from the controller over libvirt" in drain.stdout
+    assert "3 hypervisors read" in drain.stdout
+    # hv3 is under maintenance (seen through libvirt): everything goes to hv2, nothing to hv3.
+    for name in moved_out:
+        assert where_is(lab, name)[0] == ["hv2"], "%s is on %s" % (name, where_is(lab, name)[0])
+    # Nothing ran on hv3 (every task of the drain runs on the drained host or for it): its mark and the other
+    # job's lease are as they were.
+    assert recap(drain.stdout).get(MARKED, {}).get("changed", 0) == 0
+    assert mark_of(lab, MARKED)["reason"] == "firmware CHG-11"
+    assert lease_of(lab, MARKED)["job"] == OTHER_JOB
+    with open(ledger, encoding="utf-8") as handle:
+        assert {json.loads(line)["destination"] for line in handle if line.strip()} == {"hv2"}
+
+    back = playbook("return_host.yml", {"return_host_host": DRAINED, "return_host_ledger": ledger})
+    print(back.stdout[-2000:])
+    assert back.returncode == 0, back.stdout[-3000:]
+    for name in moved_out:
+        assert where_is(lab, name)[1] == [DRAINED], "%s did not come home" % name
+    assert_fleet_invariants(lab, back.stdout, ledger)
