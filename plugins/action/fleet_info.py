@@ -63,9 +63,9 @@ class ActionModule(ActionBase):
 
     def _readers(self, params, task_vars):
         """{inventory host: reader}: the task's URIs, else each play host's URI or recorded facts."""
-        retries = params["migration_wait_retries"]
+        retries, own_jobs = params["migration_wait_retries"], params["own_jobs"]
         if params["uris"]:
-            return {host: self._libvirt_reader(str(uri), retries) for host, uri in params["uris"].items()}
+            return {host: self._libvirt_reader(str(uri), retries, own_jobs) for host, uri in params["uris"].items()}
         readers = {}
         for host in task_vars.get("ansible_play_hosts") or []:
             # Untemplated, then only the one or two values used: templating every host's variables would cost
@@ -79,9 +79,9 @@ class ActionModule(ActionBase):
             uri = host_vars.get(URI_VAR)
             if uri is None:
                 uri = default_uri(self._templar.template(host_vars.get("ansible_host", host)))
-            readers[host] = self._libvirt_reader(str(self._templar.template(uri)), retries)
+            readers[host] = self._libvirt_reader(str(self._templar.template(uri)), retries, own_jobs)
         return readers
 
     @staticmethod
-    def _libvirt_reader(uri, retries):
-        return lambda: read_over_libvirt(uri, retries)
+    def _libvirt_reader(uri, retries, own_jobs):
+        return lambda: read_over_libvirt(uri, retries, own_jobs=own_jobs)

@@ -17,6 +17,7 @@ import threading
 import time
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._hypervisor_facts import gather
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._lease import conflict
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import (
     HvmaintError,
     close_quietly,
@@ -31,6 +32,7 @@ FLEET_INFO_ARGUMENT_SPEC = dict(
     max_workers=dict(type="int", default=20),
     timeout=dict(type="int", default=300),
     migration_wait_retries=dict(type="int", default=120),
+    own_jobs=dict(type="list", elements="str", default=[]),
 )
 
 
@@ -47,9 +49,19 @@ def migrations_under_way(facts):
     return [vm["name"] for vm in facts.get("vms") or () if vm.get("job") in MIGRATION_JOBS]
 
 
-def read_over_libvirt(uri, wait_retries=0, delay=MIGRATION_WAIT_DELAY_S, sleep=time.sleep):
+def held_by_another_job(facts, own_jobs):
+    """Whether the run whose jobs are `own_jobs` would be refused on this host (its lease, _lease.conflict's rule);
+    never without own_jobs (a caller that names no job waits, as before)."""
+    return bool(own_jobs) and conflict(facts.get("lease"), own_jobs) is not None
+
+
+def read_over_libvirt(uri, wait_retries=0, delay=MIGRATION_WAIT_DELAY_S, sleep=time.sleep, own_jobs=()):
     """One host's result, read over `uri`: its facts with its mark and lease, once no migration is under way on it
-    (a migration an interrupted run started goes on in libvirt: plan only once it has finished)."""
+    (a migration an interrupted run started goes on in libvirt: plan only once it has finished).
+
+    Given the run's own jobs (its id and a dead job it breaks), a host that another job holds is returned at once,
+    migrations or not, as the per-host read does: the run is refused there (the lease check), so waiting for that
+    job's migrations would only delay the refusal."""
     try:
         conn = open_connection(uri)
     except HvmaintError as exc:
@@ -58,7 +70,7 @@ def read_over_libvirt(uri, wait_retries=0, delay=MIGRATION_WAIT_DELAY_S, sleep=t
         for attempt in range(wait_retries + 1):
             facts = gather(conn, state_over_libvirt=True)
             moving = migrations_under_way(facts)
-            if not moving:
+            if not moving or held_by_another_job(facts, own_jobs):
                 return {"changed": False, "hypervisor": facts}
             if attempt < wait_retries:
                 sleep(delay)
@@ -118,7 +130,8 @@ def summary(results):
 def read_uris(params, sleep=time.sleep):
     """fleet_info's work for {host: uri}."""
     uris = params["uris"] or {}
-    readers = {host: (lambda uri=uri: read_over_libvirt(uri, params["migration_wait_retries"], sleep=sleep))
+    readers = {host: (lambda uri=uri: read_over_libvirt(uri, params["migration_wait_retries"], sleep=sleep,
+                                                        own_jobs=params["own_jobs"]))
                for host, uri in uris.items()}
     return summary(read_fleet(readers, params["max_workers"], deadline_s(params)))
 

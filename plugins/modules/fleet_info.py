@@ -23,7 +23,8 @@ description:
   - A host whose facts, mark or lease cannot be read is returned failed (or unreachable), never as unmarked; the
     role P(hvmaint.libvirt.fleet_facts#role) leaves it out of every plan and names it.
   - Each host waits, up to O(migration_wait_retries) times 5 seconds, for migrations under way on it (started by
-    an interrupted run) to end, as the role does with M(hvmaint.libvirt.hypervisor_info).
+    an interrupted run) to end, as the role does with M(hvmaint.libvirt.hypervisor_info). With O(own_jobs), a host
+    that another job holds is returned at once, as the role does too.
   - The role P(hvmaint.libvirt.fleet_facts#role) runs it with C(fleet_facts_read=from_controller). Its action
     plugin reads on the controller, in Ansible's own process, and fills O(uris) from the play's hosts when the
     task does not give it (each host's C(hvmaint_libvirt_uri), else V(qemu+tls://<ansible_host>/system)).
@@ -59,6 +60,15 @@ options:
         migrating after that is returned failed.
     type: int
     default: 120
+  own_jobs:
+    description:
+      - The job ids of the run that reads (its own, and a dead job it breaks, as the role
+        P(hvmaint.libvirt.fleet_lease#role) names them). A host whose lease another job holds (not one of these, not
+        expired) is returned at once, without waiting for its migrations (the run is refused on that host anyway,
+        and the wait would only delay the refusal). Empty, every host is waited for.
+    type: list
+    elements: str
+    default: []
 requirements:
   - libvirt-python on the machine that runs it (the controller, for the action plugin).
 seealso:

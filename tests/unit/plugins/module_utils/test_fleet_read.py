@@ -79,6 +79,38 @@ def test_waits_for_migrations_under_way_then_reads(monkeypatch, lab_facts):
     assert result["failed"] and "migrations still under way after 10 s" in result["msg"]
 
 
+def test_a_host_another_job_holds_is_returned_at_once_given_the_runs_own_jobs(monkeypatch, lab_facts):
+    # As the per-host read's wait (fleet_facts' `until`): the run is refused on a host another job holds, so its
+    # migrations (that job's) are not waited for; without own_jobs, or when the lease is the run's own, it waits.
+    def iso(epoch):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    lease = {"job": "other-job-4711", "by": "bob", "operation": "drain", "role": "source",
+             "expires": iso(time.time() + 600)}
+    migrating = dict(lab_facts["hv1"], lease=lease,
+                     vms=[dict(vm, job="migration_out") for vm in lab_facts["hv1"]["vms"]])
+    monkeypatch.setattr(_fleet_read, "open_connection", lambda uri: object())
+    monkeypatch.setattr(_fleet_read, "close_quietly", lambda conn: None)
+    monkeypatch.setattr(_fleet_read, "gather", lambda conn, state_over_libvirt: migrating)
+    slept = []
+
+    def read(own_jobs):
+        del slept[:]
+        return _fleet_read.read_over_libvirt("qemu+tls://hv1/system", wait_retries=3, sleep=slept.append,
+                                             own_jobs=own_jobs)
+
+    assert read(["drain-hv2-1"]) == {"changed": False, "hypervisor": migrating} and slept == []
+    assert read([])["failed"] and slept == [5, 5, 5]
+    assert read(["drain-hv2-1", "other-job-4711"])["failed"] and slept == [5, 5, 5]
+    # An expired lease holds nothing: the run may take the host, so its migrations are waited for.
+    migrating["lease"] = dict(lease, expires=iso(time.time() - 1))
+    assert read(["drain-hv2-1"])["failed"] and slept == [5, 5, 5]
+    # The module's way in (read_uris) passes the option on.
+    migrating["lease"] = lease
+    params = {"uris": {"kvm1": "qemu+tls://hv1/system"}, "max_workers": 1, "timeout": 30,
+              "migration_wait_retries": 3, "own_jobs": ["drain-hv2-1"]}
+    assert _fleet_read.read_uris(params, sleep=slept.append)["read"] == ["kvm1"]
+
+
 def test_cannot_connect_is_unreachable_and_cannot_read_is_failed(monkeypatch):
     def refuse(uri):
         raise HvmaintError("cannot connect to libvirt at %s: Connection refused" % uri)
