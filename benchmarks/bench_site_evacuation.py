@@ -76,6 +76,8 @@ def main():
         config = json.load(handle)
     rate = link_rate_bytes_s(config)
     results = {"evacuate_site.yml": [], "failback_site.yml": []}
+    # The machine is shared: the load average says how far the figures are from a quiet controller's.
+    print("load average at the start: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
     with tempfile.TemporaryDirectory() as work:
         for number in range(args.rounds):
             for playbook in results:
@@ -87,6 +89,7 @@ def main():
                       " %.1f s" % (number + 1, playbook, figures["vms"], figures["bytes"] / 1048576.0,
                                    figures["move_s"], figures["bound_s"], figures["move_s"] / figures["bound_s"],
                                    figures["playbook_s"]), flush=True)
+    print("load average at the end: %.2f %.2f %.2f" % os.getloadavg())
     print("link: %s (%.1f MiB/s)" % (config["router"]["rate"], rate / 1048576.0))
     for playbook, rounds in results.items():
         med = {key: statistics.median(r[key] for r in rounds) for key in ("move_s", "bytes", "bound_s", "playbook_s")}
