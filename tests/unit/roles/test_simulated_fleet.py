@@ -104,6 +104,12 @@ def test_check_mode_drain_plans_around_the_hosts_it_cannot_read(fleet):
     # Only the facts ran on every host; the drain's own tasks ran once. Measuring load is rebalance's alone: a
     # drain does not even skip it, host by host.
     assert LOAD_TASK not in {entry["task"] for entry in report["tasks"]}
+    # The drain sets fleet_lease's options from its own, checked once: no task validates them again, and each wave
+    # after the first still renews the leases (one renewal task per wave in check mode, whatever the fleet's size).
+    ran = [entry["task"] for entry in report["tasks"]]
+    assert not [name for name in ran if name.startswith("Validating arguments against arg spec")], ran
+    waves = len(plan["waves"])
+    assert waves > 1 and ran.count("Renew every lease this run holds") == waves - 1
     dry_run = task_results(report, "Dry-run every planned move from the drained host before anything moves")
     assert len(dry_run) == 1 and next(iter(dry_run.values()))["changed"]
     assert [r["status"] for r in task_results(report, FLEET_READ).values()] == ["skipped"]
