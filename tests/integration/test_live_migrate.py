@@ -640,8 +640,6 @@ def test_abort_action_leaves_the_vm_on_the_source(lab, restore):
     assert source_has_no_job(lab, source, name)
 
 
-@pytest.mark.skipif(not os.environ.get("HVMAINT_FAULTS_ALL"), reason=(
-    "open bug: the longest silence before a progress line reached 11-14 s (promise: 10 s) in 2026-12-02 runs"))
 def test_progress_lines_in_playbook_output(lab, restore, tmp_path):
     guest = dirtying_linux_guest(lab)
     name = guest["name"]
