@@ -578,14 +578,22 @@ class _Waves:
 
     def _schedule(self, moves):
         """Seconds for a wave: each source runs up to max_parallel_per_source moves at once, next one when a slot
-        frees (list scheduling in plan order); sources work side by side."""
+        frees (list scheduling in plan order); sources work side by side. A live move frees its slot at the
+        switch-over, before the source's clean-up ends (the model's tail), and the wave ends with the last move's
+        end."""
         slots = {}
+        end = 0
         for move in moves:
             heap = slots.get(move["source"])
             if heap is None:
                 heap = slots[move["source"]] = [0] * self.o.max_parallel
-            heapq.heappush(heap, heapq.heappop(heap) + move["estimated_seconds"])
-        return max([max(h) for h in slots.values()] or [0])
+            start, seconds = heapq.heappop(heap), move["estimated_seconds"]
+            held = seconds
+            if self.model is not None and move["mode"] == "live":
+                held = self.model.slot_seconds(move["source"], move["destination"], seconds)
+            heapq.heappush(heap, start + held)
+            end = max(end, start + seconds)
+        return end
 
     def _unknown_tier_warning(self, unknown):
         # VM metadata is written by whoever can edit the domain: a name the run does not know must not stop a

@@ -138,8 +138,19 @@ def entries_from_migrations(migrations, tiers=None, operation=None, job=None, no
             # Moves whose time the next plans do not learn from (_migration_model.not_representative).
             "bandwidth_limit_mib_s": migration.get("bandwidth_limit_mib_s"),
             "faulted": migration.get("faulted"),
+            # Seconds from the start until the VM ran on the destination: the engine frees the move's slot then,
+            # so the next plans learn how much of a move holds a slot.
+            "switchover_s": _switchover_s(migration),
         })
     return entries
+
+
+def _switchover_s(migration):
+    started, switched = migration.get("started_at"), migration.get("switched_over_at")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (started, switched)):
+        return None
+    seconds = switched - started
+    return round(seconds, 3) if seconds >= 0 else None
 
 
 def entries_from_actions(actions, operation=None, job=None, now=None, by=None):

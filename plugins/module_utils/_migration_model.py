@@ -8,6 +8,11 @@ in its domain XML) are the observations. From them:
 - per host pair (source -> destination): a fixed cost per migration (starting QEMU on the destination, the
   handshakes, stopping QEMU on the source) and a rate (bytes sent per second), fitted by least squares over the
   pair's migrations: seconds = fixed + bytes / rate;
+- per host pair, the clean-up after the switch-over: how long libvirt went on after the VM already ran on the
+  destination (stopping QEMU on the source). The engine frees the move's slot at the switch-over, so the next
+  move starts while that clean-up runs: a slot is held for the predicted time minus this tail, and a wave ends
+  when its last move's whole time is over. Learned from ledger entries that say when the switch-over came
+  (`switchover_s`); none (0 s) where no entry says it, as in the default model;
 - per VM: how many bytes its migrations sent (memory plus what it dirtied while it moved, so a busy VM counts
   for more than its size), its dirty rate, how long it took, and whether it needed escalation.
 
@@ -58,8 +63,9 @@ def _flag(value):
 
 def observation(vm, source, destination, seconds, data_bytes=None, downtime_ms=None, downtime_limit_ms=None,
                 postcopy=False, escalated=False, dirty_rate_mib_s=None, at=None, bandwidth_limit_mib_s=None,
-                faulted=False):
+                faulted=False, switchover_s=None):
     return {"vm": vm, "source": source, "destination": destination, "seconds": seconds, "data_bytes": data_bytes,
+            "switchover_s": switchover_s if switchover_s is not None and switchover_s <= seconds else None,
             "downtime_ms": downtime_ms, "downtime_limit_ms": downtime_limit_ms, "postcopy": bool(postcopy),
             "escalated": bool(escalated), "dirty_rate_mib_s": dirty_rate_mib_s, "at": at,
             "bandwidth_limit_mib_s": bandwidth_limit_mib_s, "faulted": bool(faulted)}
@@ -87,7 +93,8 @@ def observations_from_ledger(entries):
             entry["vm"], entry["source"], entry["destination"], seconds, _number(entry.get("data_bytes")),
             entry.get("downtime_ms"), _number(entry.get("downtime_limit_ms")), entry.get("postcopy") is True,
             entry.get("escalated") is True, _number(entry.get("dirty_rate_mib_s")), entry.get("time"),
-            _number(entry.get("bandwidth_limit_mib_s")), entry.get("faulted") is True))
+            _number(entry.get("bandwidth_limit_mib_s")), entry.get("faulted") is True,
+            _number(entry.get("switchover_s"))))
     return found
 
 
@@ -123,6 +130,12 @@ def fit_pair(points):
         # Through the origin: all of it rate.
         return 0.0, sum(b for b, _s in sized) / sum(s for _b, s in sized)
     return fixed, 1.0 / slope
+
+
+def tail_after_switchover(observations):
+    """Seconds a migration went on after the VM ran on its destination (median), or None if none says."""
+    tails = [o["seconds"] - o["switchover_s"] for o in observations if o.get("switchover_s") is not None]
+    return statistics.median(tails) if tails else None
 
 
 def fixed_at_rate(points, rate):
@@ -161,11 +174,14 @@ class MigrationModel:
         self.fixed_s = common[0] if common else (
             fixed_at_rate([(o["data_bytes"], o["seconds"]) for o in observations], self.rate_bps)
             if observations else default_fixed_s)
+        self.tail_s = tail_after_switchover(observations) or 0.0
         for pair, found in by_pair.items():
             points = [(o["data_bytes"], o["seconds"]) for o in found]
             own = fit_pair(points) if len(points) >= 3 else None
             fixed, rate = own or (fixed_at_rate(points, self.rate_bps), self.rate_bps)
-            self.pairs[pair] = {"fixed_s": fixed, "rate_bps": rate, "migrations": len(found)}
+            tail = tail_after_switchover(found)
+            self.pairs[pair] = {"fixed_s": fixed, "rate_bps": rate, "migrations": len(found),
+                                "tail_s": self.tail_s if tail is None else tail}
         for name in self.vms:
             self.vms[name] = self.vms[name][-RECENT_PER_VM:]
 
@@ -209,13 +225,22 @@ class MigrationModel:
         return (self.default_fixed_s + size / self.bandwidth_bps,
                 "default model: %.0f s + %s at %.0f MiB/s" % (self.default_fixed_s, what, self.bandwidth_bps / MIB))
 
+    def slot_seconds(self, source, destination, seconds):
+        """How long a move predicted at `seconds` holds its slot: until the switch-over, not to the end of the
+        source's clean-up (the engine frees the slot then). Never less than a tenth of the move."""
+        pair = self.pairs.get((source, destination))
+        tail = pair["tail_s"] if pair is not None else self.tail_s
+        return max(seconds - tail, seconds * 0.1)
+
     def describe(self):
         """The learned figures, as the plan returns them."""
         return {
             "default": {"fixed_s": self.default_fixed_s, "rate_mib_s": round(self.bandwidth_bps / MIB, 1)},
-            "all_pairs": {"fixed_s": round(self.fixed_s, 2), "rate_mib_s": round(self.rate_bps / MIB, 1)},
+            "all_pairs": {"fixed_s": round(self.fixed_s, 2), "rate_mib_s": round(self.rate_bps / MIB, 1),
+                          "tail_after_switchover_s": round(self.tail_s, 2)},
             "pairs": [{"source": s, "destination": d, "fixed_s": round(p["fixed_s"], 2),
-                       "rate_mib_s": round(p["rate_bps"] / MIB, 1), "migrations": p["migrations"]}
+                       "rate_mib_s": round(p["rate_bps"] / MIB, 1), "migrations": p["migrations"],
+                       "tail_after_switchover_s": round(p["tail_s"], 2)}
                       for (s, d), p in sorted(self.pairs.items())],
             "vms_with_history": len(self.vms),
             # Moves whose time was not learned, by why (throttled, faulted).

@@ -37,6 +37,8 @@ class _WaveGrouping(_Waves):
 
     def __init__(self, options):
         self.o = options
+        # The waves are timed on each move's whole predicted time: the per-home planners' models stay with them.
+        self.model = None
 
 
 def _check_sites(by_name, site_from, site_to):

@@ -371,6 +371,9 @@ prediction_model:
     - With O(ledger), what the predictions were learned from; C(default) is the model for no history,
       C(all_pairs) what all migrations together show, C(pairs) each host pair's C(fixed_s), C(rate_mib_s) and
       number of C(migrations), C(left_out) how many moves taught no times, by why (C(throttled), C(faulted)).
+    - C(tail_after_switchover_s) is how long a pair's migrations went on after the VM already ran on the
+      destination (the source's clean-up; 0 when no ledger entry says when the switch-over came). A move holds
+      its slot for its predicted time minus that tail, so a wave's prediction lets the next move start then.
   returned: with O(ledger)
   type: dict
 site_mapping:

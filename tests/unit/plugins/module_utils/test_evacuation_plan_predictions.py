@@ -74,3 +74,21 @@ def test_a_vm_that_needed_escalation_carries_what_finally_worked():
             entry.update(escalated=True, downtime_limit_ms=1000)
     move = next(m for m in drained(history)["moves"] if m["vm"] == name)
     assert move["last_escalation"] == {"downtime_limit_ms": 1000, "postcopy": False}
+
+
+def test_a_wave_is_predicted_with_each_slot_free_at_the_switch_over():
+    # The engine starts the next move once the VM runs on its destination, while libvirt still stops the source's
+    # QEMU: a wave of many short moves takes far less than their whole times scheduled slot after slot.
+    first = drained([])
+    whole = ledger_from(first, lambda m: 4.0, lambda m: m["memory_mib"])
+    tails = [dict(e, switchover_s=1.0) for e in whole]
+    without, with_tails = drained(whole), drained(tails)
+    assert [m["estimated_seconds"] for m in with_tails["moves"]] == [m["estimated_seconds"] for m in without["moves"]]
+    # Waves with more moves than the two slots the planner allows by default.
+    crowded = [(wave, other) for wave, other in zip(with_tails["waves"], without["waves"]) if len(wave["moves"]) > 2]
+    assert crowded
+    for wave, other in crowded:
+        # The third move starts when a slot is free: a second earlier than its neighbour's whole time.
+        assert wave["predicted_seconds"] < other["predicted_seconds"]
+        assert wave["predicted_seconds"] >= max(m["estimated_seconds"] for m in wave["moves"])
+    assert with_tails["predicted_seconds"] < without["predicted_seconds"]

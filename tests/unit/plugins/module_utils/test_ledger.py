@@ -80,3 +80,15 @@ def test_entries_carry_what_makes_a_move_unfit_for_predictions():
                    "bandwidth_limit_mib_s": 2, "faulted": True}]
     (entry,) = ledger.entries_from_migrations(migrations)
     assert entry["bandwidth_limit_mib_s"] == 2 and entry["faulted"] is True
+
+
+def test_entries_say_when_the_vm_ran_on_the_destination():
+    # The engine frees a move's slot at the switch-over; the next plans learn from how much of the move that was.
+    migrations = [
+        {"name": "db1", "outcome": "migrated", "elapsed_s": 4.6, "started_at": 1764071997.5,
+         "switched_over_at": 1764072000.5},
+        {"name": "web1", "outcome": "migrated", "elapsed_s": 2.0, "started_at": 1764071997.5},
+    ]
+    db1, web1 = ledger.entries_from_migrations(migrations, {}, "drain")
+    assert db1["switchover_s"] == 3.0
+    assert web1["switchover_s"] is None

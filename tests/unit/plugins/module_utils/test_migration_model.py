@@ -92,3 +92,17 @@ def test_only_throttled_moves_leave_the_default_model():
     learned = model.MigrationModel.from_history([entry("a", 60.0, 128, bandwidth_limit_mib_s=2)], bandwidth_mib_s=100)
     seconds, basis = learned.predict("a", "hv1", "hv2", 100 * MIB)
     assert basis.startswith("default model") and seconds == pytest.approx(model.DEFAULT_FIXED_S + 1.0)
+
+
+def test_a_move_holds_its_slot_until_the_switch_over_not_to_the_end_of_the_clean_up():
+    # Each move of hv1->hv2 went on 1.5 s after the VM ran on hv2 (stopping the source's QEMU); hv1->hv3 said not.
+    ledger = [entry("a", 4.5, 64, switchover_s=3.0), entry("b", 5.5, 128, switchover_s=4.0),
+              entry("c", 3.0, 64, destination="hv3")]
+    learned = model.MigrationModel.from_history(ledger)
+    pairs = {p["destination"]: p for p in learned.describe()["pairs"]}
+    assert pairs["hv2"]["tail_after_switchover_s"] == pytest.approx(1.5)
+    assert learned.slot_seconds("hv1", "hv2", 5.0) == pytest.approx(3.5)
+    # A pair whose moves never said borrows what all pairs show; a tail longer than the move leaves it a tenth.
+    assert learned.slot_seconds("hv1", "hv3", 5.0) == pytest.approx(3.5)
+    assert learned.slot_seconds("hv1", "hv2", 1.0) == pytest.approx(0.1)
+    assert model.MigrationModel.from_history([entry("a", 4.5, 64)]).slot_seconds("hv1", "hv2", 5.0) == 5.0
