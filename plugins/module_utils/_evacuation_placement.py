@@ -579,8 +579,8 @@ class _Waves:
     def _schedule(self, moves):
         """Seconds for a wave: each source runs up to max_parallel_per_source moves at once, next one when a slot
         frees (list scheduling in plan order); sources work side by side. A live move frees its slot at the
-        switch-over, before the source's clean-up ends (the model's tail), and the wave ends with the last move's
-        end."""
+        switch-over, before the source's clean-up ends (the model's tail, the VM's own where it has one), and the
+        wave ends with the last move's end."""
         slots = {}
         end = 0
         for move in moves:
@@ -590,7 +590,7 @@ class _Waves:
             start, seconds = heapq.heappop(heap), move["estimated_seconds"]
             held = seconds
             if self.model is not None and move["mode"] == "live":
-                held = self.model.slot_seconds(move["source"], move["destination"], seconds)
+                held = self.model.slot_seconds(move["source"], move["destination"], seconds, move["vm"])
             heapq.heappush(heap, start + held)
             end = max(end, start + seconds)
         return end

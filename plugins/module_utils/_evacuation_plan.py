@@ -309,7 +309,9 @@ def _model_text(model, bandwidth):
     if not learned:
         return "default model: %g s + memory at %g MiB/s per move, no history yet" % (
             model["default"]["fixed_s"], model["default"]["rate_mib_s"])
-    return "learned from %d earlier migrations" % learned
+    own = model.get("vms_with_history") or 0
+    return "learned from %d earlier migrations%s" % (
+        learned, ", %d VMs from their own moves" % own if own else "")
 
 
 def render_plan(result, options=None):

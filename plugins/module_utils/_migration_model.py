@@ -14,12 +14,21 @@ in its domain XML) are the observations. From them:
   when its last move's whole time is over. Learned from ledger entries that say when the switch-over came
   (`switchover_s`); none (0 s) where no entry says it, as in the default model;
 - per VM: how many bytes its migrations sent (memory plus what it dirtied while it moved, so a busy VM counts
-  for more than its size), its dirty rate, how long it took, and whether it needed escalation.
+  for more than its size), its dirty rate, how long it took, how long it went on after its own switch-over, and
+  whether it needed escalation.
 
-A move is predicted as its pair's fixed cost plus the VM's usual bytes at the pair's rate. A pair never seen uses
-the default model; a VM never moved counts its memory (one pass) plus the disks it copies. The default model,
-with no history at all, is DEFAULT_FIXED_S plus one pass over memory at the planner's bandwidth: the figures of an
-idle guest on the lab (about 0.7 s of libvirt job and 1.3 s of clean-up on the source per migration).
+The pair's figure for a move is its fixed cost plus the VM's usual bytes (its memory, one pass, plus the disks it
+copies, for a VM never moved) at the pair's rate; a pair never seen uses what all pairs show. A VM's own history
+comes on top: the median of its recent moves on the same pair, weighed against the pair's figure as if that were
+one more move of its own (vm_weight); a VM that moved only on other pairs gets the pair's figure plus how much
+longer (or shorter) than their pairs' figures its own moves took, weighed alike (a guest dirtying memory, or
+copying a disk, stays slower than the fit). Likewise a move's clean-up tail is the VM's own (same pair, then any
+pair) weighed against its pair's, else its pair's, else all pairs': on the lab it ranged from under a second for
+idle guests to 5 s for a Linux guest dirtying memory, so a median per pair mispredicted whichever VM went last in
+a wave. The
+default model, with no history at all, is DEFAULT_FIXED_S plus one pass over memory at the planner's bandwidth:
+the figures of an idle guest on the lab (about 0.7 s of libvirt job and 1.3 s of clean-up on the source per
+migration).
 
 The durations are as the engine saw them, with other migrations running beside them (max_parallel), so they
 already carry the slow-down of sharing the host; the planner schedules them on max_parallel slots.
@@ -39,6 +48,8 @@ MIB = 1024 * 1024
 DEFAULT_FIXED_S = 2.0
 # Observations kept per VM (the most recent), as the VM's metadata keeps its last moves.
 RECENT_PER_VM = 5
+# What a VM's own figures weigh against its pair's (vm_weight): the pair's counts as this many of the VM's moves.
+PAIR_AS_VM_MOVES = 1.0
 # A least-squares fit needs migrations of different sizes; below this spread the rate is not trusted.
 MIN_SIZE_SPREAD = 1.25
 
@@ -143,18 +154,29 @@ def fixed_at_rate(points, rate):
     return max(0.0, statistics.median(s - (b or 0) / rate for b, s in points))
 
 
+def vm_weight(moves):
+    """How much a VM's own figure (a median over `moves` of its recent moves) counts against its pair's: the
+    pair's counts as PAIR_AS_VM_MOVES moves of the VM's own. One move of a VM says much about what sets it apart
+    (its clean-up, what it dirties) but carries the noise of what ran beside it; on the lab the same idle guest
+    took 2.3 s and 6.8 s in two drains, and predictions from the VMs' last moves alone missed by up to 15 %,
+    against 8 % weighed half and half."""
+    return moves / float(moves + PAIR_AS_VM_MOVES)
+
+
 class MigrationModel:
     """Predicts each move from the observations; describe() says what it learned, for the plan's output.
 
     The rate is fitted over all observations together (sizes vary more across a fleet than on one pair); a pair
     with migrations of its own different enough in size gets its own rate, every other pair its own fixed cost
-    at the common rate."""
+    at the common rate. Each VM's own recent moves come first where it has some (predict, slot_seconds)."""
 
     def __init__(self, observations=(), bandwidth_mib_s=100.0, default_fixed_s=DEFAULT_FIXED_S):
         self.bandwidth_bps = float(bandwidth_mib_s) * MIB
         self.default_fixed_s = default_fixed_s
         self.pairs = {}
         self.vms = {}
+        # Each VM's recent representative moves per host pair: (vm, source, destination) -> [observation].
+        self.vm_pairs = {}
         # Every move of each VM (representative or not) for what its last migration needed.
         self.last_move = {}
         self.left_out = {}
@@ -169,6 +191,7 @@ class MigrationModel:
         for obs in observations:
             by_pair.setdefault((obs["source"], obs["destination"]), []).append(obs)
             self.vms.setdefault(obs["vm"], []).append(obs)
+            self.vm_pairs.setdefault((obs["vm"], obs["source"], obs["destination"]), []).append(obs)
         common = fit_pair([(o["data_bytes"], o["seconds"]) for o in observations])
         self.rate_bps = common[1] if common else self.bandwidth_bps
         self.fixed_s = common[0] if common else (
@@ -184,6 +207,16 @@ class MigrationModel:
                                 "tail_s": self.tail_s if tail is None else tail}
         for name in self.vms:
             self.vms[name] = self.vms[name][-RECENT_PER_VM:]
+        for key in self.vm_pairs:
+            self.vm_pairs[key] = self.vm_pairs[key][-RECENT_PER_VM:]
+        # How much longer than its pairs' figures each VM's own moves took (median over its recent moves).
+        # Only moves that say what they sent tell time beyond the bytes.
+        self.vm_excess_s = {}
+        for name, found in self.vms.items():
+            excess = [o["seconds"] - self._pair_seconds(o["source"], o["destination"], o["data_bytes"])[0]
+                      for o in found if o["data_bytes"]]
+            if excess:
+                self.vm_excess_s[name] = statistics.median(excess)
 
     @classmethod
     def from_history(cls, ledger_entries=(), vms_metadata=None, bandwidth_mib_s=100.0):
@@ -207,14 +240,18 @@ class MigrationModel:
         return {"migrations": len(found), "data_bytes": statistics.median(sizes) if sizes else None,
                 "seconds": statistics.median(o["seconds"] for o in found) if found else None,
                 "dirty_rate_mib_s": statistics.median(dirty) if dirty else None,
+                "tail_after_switchover_s": self._vm_tail(name, None, None)[0],
                 "escalated": last["escalated"], "downtime_limit_ms": last["downtime_limit_ms"],
                 "postcopy": last["postcopy"]}
 
-    def predict(self, name, source, destination, memory_bytes, disk_bytes=0):
-        """(seconds, basis): the predicted duration of moving VM `name` and what the figure rests on."""
-        history = self.vm_history(name)
-        size = (history or {}).get("data_bytes") or (memory_bytes + disk_bytes)
-        what = "%.0f MiB%s" % (size / MIB, " (as it last sent)" if history and history["data_bytes"] else "")
+    def _size(self, name, fallback):
+        """Bytes the VM's next move sends: what its recent moves sent (median), else `fallback`."""
+        sizes = [o["data_bytes"] for o in self.vms.get(name) or () if o["data_bytes"]]
+        return statistics.median(sizes) if sizes else fallback
+
+    def _pair_seconds(self, source, destination, size, what=None):
+        """(seconds, basis) for `size` bytes on the pair: its own figures, else all pairs', else the default."""
+        what = what or "%.0f MiB" % (size / MIB)
         pair = self.pairs.get((source, destination))
         if pair is not None:
             return pair["fixed_s"] + size / pair["rate_bps"], "%s->%s over %d migrations: %.1f s + %s at %.0f MiB/s" % (
@@ -225,15 +262,52 @@ class MigrationModel:
         return (self.default_fixed_s + size / self.bandwidth_bps,
                 "default model: %.0f s + %s at %.0f MiB/s" % (self.default_fixed_s, what, self.bandwidth_bps / MIB))
 
-    def slot_seconds(self, source, destination, seconds):
+    def predict(self, name, source, destination, memory_bytes, disk_bytes=0):
+        """(seconds, basis): the predicted duration of moving VM `name` and what the figure rests on: its own
+        recent moves on the pair weighed against the pair's figure for what it sends, else the pair's figure
+        corrected by how its own moves elsewhere ran against theirs (vm_weight)."""
+        size = self._size(name, None)
+        what = None if size is None else "%.0f MiB (as it last sent)" % (size / MIB)
+        seconds, basis = self._pair_seconds(source, destination, size or memory_bytes + disk_bytes, what)
+        own = self.vm_pairs.get((name, source, destination))
+        if own:
+            mine = statistics.median(o["seconds"] for o in own)
+            weight = vm_weight(len(own))
+            return weight * mine + (1 - weight) * seconds, "%s's own %d on %s->%s: %.1f s, weighed %g:%g with %s" % (
+                name, len(own), source, destination, mine, len(own), PAIR_AS_VM_MOVES, basis)
+        excess = self.vm_excess_s.get(name)
+        if excess is None:
+            return seconds, basis
+        excess *= vm_weight(len(self.vms[name]))
+        # Never below a tenth of the pair's figure: an excess learned on a slow pair must not make a move free.
+        return max(seconds + excess, seconds * 0.1), "%s, %+.1f s as its own moves ran" % (basis, excess)
+
+    def _vm_tail(self, name, source, destination):
+        """(seconds, moves): the VM's own clean-up after its switch-over (median) on the pair, else on any pair,
+        and over how many moves; (None, 0) if none of its moves said when it switched over."""
+        for found in (self.vm_pairs.get((name, source, destination)), self.vms.get(name)):
+            said = [o for o in found or () if o.get("switchover_s") is not None]
+            if said:
+                return tail_after_switchover(said), len(said)
+        return None, 0
+
+    def slot_seconds(self, source, destination, seconds, name=None):
         """How long a move predicted at `seconds` holds its slot: until the switch-over, not to the end of the
-        source's clean-up (the engine frees the slot then). Never less than a tenth of the move."""
+        source's clean-up (the engine frees the slot then). The clean-up is the VM's own where its moves said when
+        they switched over, weighed against its pair's (vm_weight), else its pair's, else all pairs'. Never less
+        than a tenth of the move."""
         pair = self.pairs.get((source, destination))
         tail = pair["tail_s"] if pair is not None else self.tail_s
+        mine, moves = self._vm_tail(name, source, destination) if name is not None else (None, 0)
+        if mine is not None:
+            weight = vm_weight(moves)
+            tail = weight * mine + (1 - weight) * tail
         return max(seconds - tail, seconds * 0.1)
 
     def describe(self):
-        """The learned figures, as the plan returns them."""
+        """The learned figures, as the plan returns them. Per VM only counts and the range of the clean-up tails
+        (a fleet has thousands of VMs; each move's prediction names its own basis)."""
+        tails = [t for t in (self._vm_tail(name, None, None)[0] for name in self.vms) if t is not None]
         return {
             "default": {"fixed_s": self.default_fixed_s, "rate_mib_s": round(self.bandwidth_bps / MIB, 1)},
             "all_pairs": {"fixed_s": round(self.fixed_s, 2), "rate_mib_s": round(self.rate_bps / MIB, 1),
@@ -243,6 +317,9 @@ class MigrationModel:
                        "tail_after_switchover_s": round(p["tail_s"], 2)}
                       for (s, d), p in sorted(self.pairs.items())],
             "vms_with_history": len(self.vms),
+            # VMs whose own moves said when they switched over, and the range of their clean-up tails.
+            "vms_with_own_tail": len(tails),
+            "vm_tail_after_switchover_s": {"min": round(min(tails), 2), "max": round(max(tails), 2)} if tails else None,
             # Moves whose time was not learned, by why (throttled, faulted).
             "left_out": dict(sorted(self.left_out.items())),
         }
