@@ -11,8 +11,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.hvmaint.libvirt.plugins.modules import audit_ledger
-
-LOCAL_CONNECTIONS = ("local", "ansible.builtin.local")
+from ansible_collections.hvmaint.libvirt.plugins.plugin_utils._controller_module import in_controller_process
 
 
 class ActionModule(ActionBase):
@@ -22,7 +21,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        if not self._in_controller_process():
+        if not in_controller_process(self._connection, self._play_context, self._task):
             result.update(self._execute_module(module_args=dict(self._task.args), task_vars=task_vars))
             return result
         validated = ArgumentSpecValidator(audit_ledger.argument_spec()).validate(dict(self._task.args))
@@ -34,9 +33,3 @@ class ActionModule(ActionBase):
         except (OSError, ValueError) as exc:
             return dict(result, failed=True, msg=audit_ledger.failure_message(params["path"], exc))
         return result
-
-    def _in_controller_process(self):
-        # The module would run as this same user on this same machine with this same environment: nothing differs
-        # but the process. With become (another user) or an environment of the task's own, it must run as a module.
-        return (self._connection.transport in LOCAL_CONNECTIONS and not self._play_context.become
-                and not any(self._task.environment or []))

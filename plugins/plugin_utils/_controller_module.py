@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private to hvmaint.libvirt: action plugins that run a pure-logic module (planner, readiness, locate) inside the
-controller's worker, and take the fleet's facts from hostvars rather than from the task's arguments.
+controller's worker, and take the fleet's facts from hostvars rather than from the task's arguments; and when a
+module delegated to the controller (the ledger, the report) may run in the controller's own process.
 
 Passing a thousand hosts' facts as a module argument costs Ansible a template pass over every value, a JSON
 round trip and a Python start-up (about 20 s for 10,000 VMs here); reading them from the hosts that the role
@@ -15,6 +16,17 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._fleet import Fleet, FleetError
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import HvmaintError
+
+
+LOCAL_CONNECTIONS = ("local", "ansible.builtin.local")
+
+
+def in_controller_process(connection, play_context, task):
+    """Whether a module the task would run could run in the controller's own worker instead: it would run as this
+    same user on this same machine with this same environment, so nothing differs but the process. With become
+    (another user) or an environment of the task's own, it must run as a module."""
+    return (connection.transport in LOCAL_CONNECTIONS and not play_context.become
+            and not any(task.environment or []))
 
 
 def play_fleet(task_vars, templar):
