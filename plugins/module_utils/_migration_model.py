@@ -17,15 +17,17 @@ in its domain XML) are the observations. From them:
   for more than its size), its dirty rate, how long it took, how long it went on after its own switch-over, and
   whether it needed escalation.
 
-The pair's figure for a move is its fixed cost plus the VM's usual bytes (its memory, one pass, plus the disks it
-copies, for a VM never moved) at the pair's rate; a pair never seen uses what all pairs show. A VM's own history
-comes on top: the median of its recent moves on the same pair, weighed against the pair's figure as if that were
-one more move of its own (vm_weight); a VM that moved only on other pairs gets the pair's figure plus how much
-longer (or shorter) than their pairs' figures its own moves took, weighed alike (a guest dirtying memory, or
-copying a disk, stays slower than the fit). Likewise a move's clean-up tail is the VM's own (same pair, then any
-pair) weighed against its pair's, else its pair's, else all pairs': on the lab it ranged from under a second for
-idle guests to 5 s for a Linux guest dirtying memory, so a median per pair mispredicted whichever VM went last in
-a wave. The
+A move is predicted from the VM's own history first: the median of its recent moves on the same host pair; a VM
+that moved only on other pairs gets the pair's figure plus how much longer (or shorter) than their pairs' figures
+its own moves took (a guest dirtying memory, or copying a disk, stays slower than the fit). The pair's figure is
+its fixed cost plus the VM's usual bytes (for a VM never moved its memory, one pass, plus the disks it copies) at
+the pair's rate; a pair never seen uses what all pairs show. Likewise a move's clean-up tail is the VM's own
+(same pair, then any pair), else its pair's, else all pairs': on the lab it ranged from under a second for idle
+guests to 5 s for a Linux guest dirtying memory, so a median per pair mispredicted whichever VM went last in a
+wave. A VM's own duration and switch-over come from the same moves, so they stay consistent with each other:
+weighing them against the pair's figures (tried: half and half after one move) mixed a slot time from one move
+with an end from others, and on three lab ledgers missed a drain's span by up to 42 %, against at most 19 % from
+the VMs' own moves alone. The
 default model, with no history at all, is DEFAULT_FIXED_S plus one pass over memory at the planner's bandwidth:
 the figures of an idle guest on the lab (about 0.7 s of libvirt job and 1.3 s of clean-up on the source per
 migration).
@@ -48,8 +50,6 @@ MIB = 1024 * 1024
 DEFAULT_FIXED_S = 2.0
 # Observations kept per VM (the most recent), as the VM's metadata keeps its last moves.
 RECENT_PER_VM = 5
-# What a VM's own figures weigh against its pair's (vm_weight): the pair's counts as this many of the VM's moves.
-PAIR_AS_VM_MOVES = 1.0
 # A least-squares fit needs migrations of different sizes; below this spread the rate is not trusted.
 MIN_SIZE_SPREAD = 1.25
 
@@ -154,15 +154,6 @@ def fixed_at_rate(points, rate):
     return max(0.0, statistics.median(s - (b or 0) / rate for b, s in points))
 
 
-def vm_weight(moves):
-    """How much a VM's own figure (a median over `moves` of its recent moves) counts against its pair's: the
-    pair's counts as PAIR_AS_VM_MOVES moves of the VM's own. One move of a VM says much about what sets it apart
-    (its clean-up, what it dirties) but carries the noise of what ran beside it; on the lab the same idle guest
-    took 2.3 s and 6.8 s in two drains, and predictions from the VMs' last moves alone missed by up to 15 %,
-    against 8 % weighed half and half."""
-    return moves / float(moves + PAIR_AS_VM_MOVES)
-
-
 class MigrationModel:
     """Predicts each move from the observations; describe() says what it learned, for the plan's output.
 
@@ -240,7 +231,7 @@ class MigrationModel:
         return {"migrations": len(found), "data_bytes": statistics.median(sizes) if sizes else None,
                 "seconds": statistics.median(o["seconds"] for o in found) if found else None,
                 "dirty_rate_mib_s": statistics.median(dirty) if dirty else None,
-                "tail_after_switchover_s": self._vm_tail(name, None, None)[0],
+                "tail_after_switchover_s": self._vm_tail(name, None, None),
                 "escalated": last["escalated"], "downtime_limit_ms": last["downtime_limit_ms"],
                 "postcopy": last["postcopy"]}
 
@@ -264,50 +255,44 @@ class MigrationModel:
 
     def predict(self, name, source, destination, memory_bytes, disk_bytes=0):
         """(seconds, basis): the predicted duration of moving VM `name` and what the figure rests on: its own
-        recent moves on the pair weighed against the pair's figure for what it sends, else the pair's figure
-        corrected by how its own moves elsewhere ran against theirs (vm_weight)."""
+        recent moves on the pair, else the pair's figure corrected by how its own moves elsewhere ran against
+        their pairs' figures, else the pair's figure."""
+        own = self.vm_pairs.get((name, source, destination))
+        if own:
+            return statistics.median(o["seconds"] for o in own), "%s's own last %d on %s->%s" % (
+                name, len(own), source, destination)
         size = self._size(name, None)
         what = None if size is None else "%.0f MiB (as it last sent)" % (size / MIB)
         seconds, basis = self._pair_seconds(source, destination, size or memory_bytes + disk_bytes, what)
-        own = self.vm_pairs.get((name, source, destination))
-        if own:
-            mine = statistics.median(o["seconds"] for o in own)
-            weight = vm_weight(len(own))
-            return weight * mine + (1 - weight) * seconds, "%s's own %d on %s->%s: %.1f s, weighed %g:%g with %s" % (
-                name, len(own), source, destination, mine, len(own), PAIR_AS_VM_MOVES, basis)
         excess = self.vm_excess_s.get(name)
         if excess is None:
             return seconds, basis
-        excess *= vm_weight(len(self.vms[name]))
         # Never below a tenth of the pair's figure: an excess learned on a slow pair must not make a move free.
         return max(seconds + excess, seconds * 0.1), "%s, %+.1f s as its own moves ran" % (basis, excess)
 
     def _vm_tail(self, name, source, destination):
-        """(seconds, moves): the VM's own clean-up after its switch-over (median) on the pair, else on any pair,
-        and over how many moves; (None, 0) if none of its moves said when it switched over."""
+        """The VM's own clean-up after its switch-over (median) on the pair, else on any pair; None if none of
+        its moves said when it switched over."""
         for found in (self.vm_pairs.get((name, source, destination)), self.vms.get(name)):
-            said = [o for o in found or () if o.get("switchover_s") is not None]
-            if said:
-                return tail_after_switchover(said), len(said)
-        return None, 0
+            tail = tail_after_switchover(found or ())
+            if tail is not None:
+                return tail
+        return None
 
     def slot_seconds(self, source, destination, seconds, name=None):
         """How long a move predicted at `seconds` holds its slot: until the switch-over, not to the end of the
-        source's clean-up (the engine frees the slot then). The clean-up is the VM's own where its moves said when
-        they switched over, weighed against its pair's (vm_weight), else its pair's, else all pairs'. Never less
-        than a tenth of the move."""
-        pair = self.pairs.get((source, destination))
-        tail = pair["tail_s"] if pair is not None else self.tail_s
-        mine, moves = self._vm_tail(name, source, destination) if name is not None else (None, 0)
-        if mine is not None:
-            weight = vm_weight(moves)
-            tail = weight * mine + (1 - weight) * tail
+        source's clean-up (the engine frees the slot then). The clean-up is the VM's own where its moves said
+        when they switched over, else its pair's, else all pairs'. Never less than a tenth of the move."""
+        tail = self._vm_tail(name, source, destination) if name is not None else None
+        if tail is None:
+            pair = self.pairs.get((source, destination))
+            tail = pair["tail_s"] if pair is not None else self.tail_s
         return max(seconds - tail, seconds * 0.1)
 
     def describe(self):
         """The learned figures, as the plan returns them. Per VM only counts and the range of the clean-up tails
         (a fleet has thousands of VMs; each move's prediction names its own basis)."""
-        tails = [t for t in (self._vm_tail(name, None, None)[0] for name in self.vms) if t is not None]
+        tails = [t for t in (self._vm_tail(name, None, None) for name in self.vms) if t is not None]
         return {
             "default": {"fixed_s": self.default_fixed_s, "rate_mib_s": round(self.bandwidth_bps / MIB, 1)},
             "all_pairs": {"fixed_s": round(self.fixed_s, 2), "rate_mib_s": round(self.rate_bps / MIB, 1),

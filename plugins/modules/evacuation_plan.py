@@ -121,12 +121,10 @@ options:
         how long the source's clean-up went on after its switch-over, and whether it needed escalation.
         The VMs'
         own history, C(metadata.moves), counts for VMs the ledger does not know.
-      - A VM never moved is predicted at its pair's fixed cost plus its memory at the pair's rate. A VM with
-        moves of its own on the same host pair is predicted from the median of its recent ones there, weighed
-        against the pair's figure as if that were one more move of its own (half and half after one move of its
-        own, five to one after five), since one move also carries the noise of what ran beside it. A VM that moved only on
-        other pairs gets the pair's figure plus how much longer or shorter its own moves ran than their pairs'
-        figures, weighed alike.
+      - A VM with moves of its own on the same host pair is predicted at the median of its recent ones there;
+        a VM that moved only on other pairs at the pair's figure plus how much longer or shorter its own moves
+        ran than their pairs' figures; a VM never moved at the pair's fixed cost plus its memory at the pair's
+        rate.
       - Moves made under a bandwidth limit (throttled) or that ran into a fault (M(hvmaint.libvirt.live_migrate)'s
         RV(hvmaint.libvirt.live_migrate#module:migrations[].faulted)) teach no times, since they measure the limit or
         the fault; they still say whether the VM needed escalation.
@@ -380,9 +378,8 @@ prediction_model:
       number of C(migrations), C(left_out) how many moves taught no times, by why (C(throttled), C(faulted)).
     - C(tail_after_switchover_s) is how long a pair's migrations went on after the VM already ran on the
       destination (the source's clean-up; 0 when no ledger entry says when the switch-over came). A move holds
-      its slot for its predicted time minus its VM's own tail (median of its recent moves, on the pair first,
-      weighed against the pair's tail as above), else its pair's, else all pairs', so a wave's prediction lets
-      the next move start then.
+      its slot for its predicted time minus its VM's own tail (median of its recent moves, on the pair first),
+      else its pair's, else all pairs', so a wave's prediction lets the next move start then.
     - C(vms_with_history) counts the VMs predicted from their own moves, C(vms_with_own_tail) those whose moves
       said when they switched over, and C(vm_tail_after_switchover_s) the range (C(min), C(max)) of their
       tails; each move's C(prediction) names what its figure rests on.

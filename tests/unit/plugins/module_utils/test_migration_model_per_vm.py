@@ -1,8 +1,8 @@
 """Per-VM learning: a drain planned from the ledger of an earlier drain of the same host predicts the span the
 engine gave, because each VM is predicted from its own moves and frees its slot at its own switch-over.
 
-The ledger is a real one (tests/unit/fixtures/ledger/lab-hv1-drain-return.jsonl): a drain of the default lab's hv1
-to hv2 and the return, as audit_ledger wrote them. The facts are lab3.json's hv1 and hv2 with the default lab's
+The ledgers are real ones (tests/unit/fixtures/ledger/): drains of the default lab's hv1 to hv2 and the returns,
+as audit_ledger wrote them. The facts are lab3.json's hv1 and hv2 with the default lab's
 guests on hv1 (tests/lab/lab.json), hv3 left out as the lab's drain leaves it out (too small)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import pytest
 
 from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration_model as model
-from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan import plan_evacuation
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._evacuation_plan import plan_evacuation, plan_return
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures")
 MIB = 1024 * 1024
@@ -58,12 +58,12 @@ def test_a_second_drain_predicts_the_span_of_the_first_within_a_quarter():
     plan = drained(ledger)
     assert [w["moves"][0]["destination"] for w in plan["waves"]] == ["hv2"]
     assert {m["vm"] for m in plan["moves"]} == set(LAB_HV1)
-    # Each VM's own move on hv1->hv2 counts: disk1 (which copies its disk) took 4.3 s where the pair's fit over
-    # all seven moves says 3.0 s.
+    # Each VM is predicted from its own move on hv1->hv2: disk1 (which copies its disk) took 4.3 s where the
+    # pair's fit over all seven moves says 3.0 s.
     for move in plan["moves"]:
-        assert move["prediction"].startswith("%s's own 1 on hv1->hv2" % move["vm"])
-    disk1 = next(m for m in plan["moves"] if m["vm"] == "disk1")
-    assert 3.5 <= disk1["estimated_seconds"] <= 4.3
+        own = next(e for e in drain if e["vm"] == move["vm"])
+        assert move["estimated_seconds"] == pytest.approx(own["duration_s"], abs=0.05)
+        assert move["prediction"].startswith("%s's own last 1 on hv1->hv2" % move["vm"])
     # Within 25 % (the issue's target); from the pair's figures alone it was 8.0 s (+28 %).
     assert abs(plan["predicted_seconds"] - actual) <= 0.25 * actual
 
@@ -77,10 +77,41 @@ def test_a_return_before_any_return_is_predicted_from_the_vms_moves_the_other_wa
     for entry in returned:
         seconds, basis = learned.predict(entry["vm"], "hv2", "hv1", LAB_HV1[entry["vm"]] * MIB)
         own = next(e for e in drain if e["vm"] == entry["vm"])
-        pair_only = learned.predict("never-moved", "hv2", "hv1", own["data_bytes"])[0]
-        # Halfway from what the pairs' figures say towards how the VM's own move ran.
-        assert seconds == pytest.approx((own["duration_s"] + pair_only) / 2, abs=0.05)
-        assert "as its own moves ran" in basis
+        assert seconds == pytest.approx(own["duration_s"], abs=0.05) and "as its own moves ran" in basis
+
+
+def recorded_runs(name):
+    """The drains and returns of a recorded ledger, each as its list of entries, in the order they ran."""
+    with open(os.path.join(FIXTURES, "ledger", name)) as f:
+        entries = [json.loads(line) for line in f if line.strip()]
+    runs = []
+    for entry in entries:
+        if not runs or runs[-1][0] != entry["operation"]:
+            runs.append((entry["operation"], []))
+        runs[-1][1].append(entry)
+    return runs
+
+
+def returned_facts():
+    hv1, hv2 = lab_facts()
+    return [dict(hv1, vms=[]), dict(hv2, vms=hv1["vms"])]
+
+
+@pytest.mark.parametrize("name", ["lab-hv1-drain-return.jsonl", "lab-hv1-two-rounds-a.jsonl",
+                                  "lab-hv1-two-rounds-b.jsonl"])
+def test_every_recorded_drain_and_return_is_predicted_within_a_quarter_from_the_runs_before(name):
+    # Three ledgers of the default lab, written at 11:42, 11:54 and 12:11 on 2026-12-02 with other developers'
+    # work on the machine: the same drain took 9.1 s and 7.7 s in two rounds. From the pairs' figures the
+    # predictions ran up to 51 % over.
+    runs = recorded_runs(name)
+    before = []
+    for operation, entries in runs:
+        if before:
+            plan = drained(before) if operation == "drain" else plan_return(returned_facts(), "hv1", history=before)
+            actual = engine_span(entries)
+            predicted = plan["predicted_seconds"]
+            assert abs(predicted - actual) <= 0.25 * actual, (operation, predicted, actual)
+        before += entries
 
 
 def wave_entries(tails):
@@ -111,11 +142,7 @@ def test_a_linux_guest_that_switches_over_early_frees_its_slot_early():
     once = drained(wave_entries(truth))
     actual = slot_schedule(once, truth)
     assert once["moves"][0]["vm"] == "work1"
-    assert abs(once["predicted_seconds"] - actual) <= 0.25 * actual
-    # The more drains the VMs' own figures rest on, the closer.
-    thrice = drained(wave_entries(truth) * 3)
-    assert abs(thrice["predicted_seconds"] - actual) < abs(once["predicted_seconds"] - actual)
-    assert thrice["predicted_seconds"] == pytest.approx(slot_schedule(thrice, truth), rel=0.1)
+    assert once["predicted_seconds"] == pytest.approx(actual, abs=0.1)
     described = once["prediction_model"]
     assert described["vms_with_own_tail"] == 7
     assert described["vm_tail_after_switchover_s"] == {"min": 1.0, "max": 4.95}
@@ -126,16 +153,13 @@ def test_a_vm_without_switch_over_times_falls_back_to_its_pairs_tail_then_all_pa
     ledger.append({"vm": "old", "source": "hv1", "destination": "hv2", "outcome": "migrated", "mode": "live",
                    "duration_s": 5.0, "data_bytes": 64 * MIB})
     learned = model.MigrationModel.from_history(ledger)
-    # "a" went on 2 s after its switch-over, the pair's median is 1 s: one move of its own weighs as much.
-    assert learned.slot_seconds("hv1", "hv2", 4.0, "a") == pytest.approx(2.5)
+    # "a" went on 2 s after its switch-over, where the pair's median is 1 s.
+    assert learned.slot_seconds("hv1", "hv2", 4.0, "a") == pytest.approx(2.0)
     # "old" never said when it switched over: the pair's median tail (1 s); a pair never seen: all pairs'.
     assert learned.slot_seconds("hv1", "hv2", 5.0, "old") == pytest.approx(4.0)
     assert learned.slot_seconds("hv3", "hv2", 5.0, "new") == pytest.approx(4.0)
     # A VM's own tail counts on other pairs too.
-    assert learned.slot_seconds("hv3", "hv2", 4.0, "a") == pytest.approx(2.5)
-    # With five moves of its own, its own tail weighs five to one against the pair's (still 1 s).
-    learned = model.MigrationModel.from_history(ledger + [ledger[0]] * 4 + [ledger[1]] * 6)
-    assert learned.slot_seconds("hv1", "hv2", 4.0, "a") == pytest.approx(4.0 - (5 * 2.0 + 1.0) / 6)
+    assert learned.slot_seconds("hv3", "hv2", 4.0, "a") == pytest.approx(2.0)
 
 
 def test_throttled_and_faulted_moves_teach_no_vm_times():
