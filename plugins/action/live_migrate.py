@@ -1,12 +1,15 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Action plugin of hvmaint.libvirt.live_migrate: runs the module asynchronously on the source host so that
+"""Action plugin of hvmaint.libvirt.live_migrate: starts the module on the source host as a detached run, so that
 ansible-playbook (and AWX job output) shows each migration's progress while it runs, and aborts the migrations
 when the playbook is interrupted.
 
-The module writes a small JSON progress file on the host; this plugin reads it with a raw `cat` over the
-connection that is already open (no module run, so a poll costs one round trip, not a Python start-up on the
-host) and asks ansible.builtin.async_status for the result only when the progress file says the run is over.
+The module answers at once with the pid of a process that goes on alone on the host (module_utils/_migration/
+detached.py): one pipelined module run, where Ansible's async_wrapper would take a temporary directory, two file
+transfers and a second Python start. That process writes a small JSON progress file, and the module's final
+output to a result file. This plugin reads them with raw commands over the connection that is already open (no
+module run, so a poll costs one round trip, not a Python start-up on the host); each read first waits on the host,
+for at most the poll period, for the result file, so the task ends within a tenth of a second of the run.
 """
 
 from __future__ import annotations
@@ -30,27 +33,25 @@ from ansible_collections.hvmaint.libvirt.plugins.modules import live_migrate
 
 display = Display()
 
-# async_wrapper kills the module after this many seconds; the module enforces its own, finer timeouts, so this
-# is only a backstop against a module that hangs (a full day).
-ASYNC_BACKSTOP_S = 86400
-# Poll quickly at first (a small VM moves in about a second), then settle.
+# The module enforces its own, finer timeouts; the plugin stops following (and aborts) a run that goes on longer
+# than this only as a backstop against a module that hangs (a full day).
+RUN_BACKSTOP_S = 86400
+# Poll quickly at first (a small VM moves in about a second), then settle. Each read waits on the host, for at
+# most this long, for the result file: the end of the run is seen within WAIT_STEP_S whatever the period.
 POLL_SCHEDULE_S = (0.3, 0.5, 0.7)
 POLL_STEADY_S = 1.0
-# Once the progress file says the run is over, the module is only returning its result: read the job file again
-# this soon rather than a whole steady period later.
-POLL_FINISHING_S = 0.1
-# ... for at most this long; then back to the steady period (a module that takes longer to exit is not quick).
-FINISHING_FOR_S = 3.0
+WAIT_STEP_S = 0.1
 PRINT_EVERY_S = 4.0
 # Progress is printed only for runs that last longer than this.
 QUIET_FIRST_S = 2.0
-# Ask async_status when the progress file has not been rewritten for this long (the module may have died).
+# Ask whether the module's process still lives when the progress file has not been rewritten for this long, or
+# is still missing after MISSING_STATUS_EVERY_S (the process may have died without a result).
 STATUS_EVERY_S = 30.0
 MISSING_STATUS_EVERY_S = 1.5
 ABORT_WAIT_S = 60.0
-# The module rewrites its progress file about every second while it lives. When it has not for this long and
-# async_status still says it runs, the follower gives up: it aborts the migrations it can reach and fails,
-# instead of waiting for ever on a module that hung or a job file that will never be written.
+# The module rewrites its progress file about every second while it lives. When it has not for this long (its
+# process may still be there, hung), the follower gives up: it aborts the migrations it can reach and fails,
+# instead of waiting for ever on a result file that will never be written.
 SILENT_GIVE_UP_S = 600.0
 
 
@@ -87,7 +88,8 @@ class ActionModule(ActionBase):
         elif self._task.check_mode or args.get("state") == "aborted":
             sync_reason = "nothing long-running to follow"
         elif self._connection.has_native_async or self._connection.always_pipeline_modules:
-            sync_reason = "the connection plugin %s cannot run async_wrapper" % self._connection.transport
+            sync_reason = ("the connection plugin %s cannot run the shell commands that follow a detached run"
+                           % self._connection.transport)
         if sync_reason:
             display.vvv("live_migrate: running synchronously: %s" % sync_reason)
             wrap_async = bool(self._task.async_val) and not self._connection.has_native_async
@@ -113,22 +115,21 @@ class ActionModule(ActionBase):
     # ------------------------------------------------------------------------------------------------------------
     def _run_with_progress(self, result, args, task_vars):
         cpu_start = _cpu_seconds()
-        async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
-        progress_file = self._connection._shell.join_path(
-            async_dir, "hvmaint_live_migrate_%s.json" % secrets.token_hex(8))
-        args["progress_file"] = progress_file
-        saved_async = self._task.async_val
-        self._task.async_val = ASYNC_BACKSTOP_S
-        try:
-            started = self._execute_module(module_args=args, task_vars=task_vars, wrap_async=True)
-        finally:
-            self._task.async_val = saved_async
-        jid = started.get("ansible_job_id")
-        if not jid or started.get("failed"):
-            # Not started asynchronously (or could not start): that answer is the result.
-            started.pop("ansible_job_id", None)
+        # Left for the module to expand on the host (its options are paths): no round trip to ask for the home.
+        async_dir = self.get_shell_option("async_dir", default="~/.ansible_async")
+        token = secrets.token_hex(8)
+        args["progress_file"] = self._connection._shell.join_path(async_dir, "hvmaint_live_migrate_%s.json" % token)
+        args["result_file"] = self._connection._shell.join_path(
+            async_dir, "hvmaint_live_migrate_%s.result.json" % token)
+        started = self._execute_module(module_args=args, task_vars=task_vars, wrap_async=False)
+        self._remove_tmp_path(self._connection._shell.tmpdir)
+        if started.get("failed") or not started.get("started") or not started.get("pid"):
+            # Refused before it started (its options, libvirt missing on the host): that answer is the result.
+            for key in ("started", "pid", "result_file", "progress_file"):
+                started.pop(key, None)
             result.update(started)
             return result
+        run = _Run(int(started["pid"]), started["progress_file"], started["result_file"])
 
         names = [args["name"]] if args.get("name") else list(args.get("names") or [])
         previous = {}
@@ -144,27 +145,26 @@ class ActionModule(ActionBase):
             previous[signum] = signal.signal(signum, on_signal)
         final = None
         try:
-            final = self._follow(jid, async_dir, progress_file, task_vars)
+            final = self._follow(run)
         except _Interrupted as exc:
             display.warning("live_migrate: %s; aborting the migrations of %s on %s" % (
                 exc, ", ".join(names), self._task.delegate_to or task_vars.get("inventory_hostname")))
-            self._abort(args, task_vars, jid, async_dir)
+            self._abort(args, task_vars, run)
         except _LostTouch as exc:
             display.warning("live_migrate: %s; aborting the migrations of %s" % (exc, ", ".join(names)))
-            self._abort(args, task_vars, jid, async_dir)
+            self._abort(args, task_vars, run)
             final = {"failed": True, "msg": "%s; the migrations of %s were asked to abort: check where each VM"
                      " runs (hvmaint.libvirt.vm_locate) before rerunning" % (exc, ", ".join(names))}
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            self._cleanup(jid, async_dir, progress_file, task_vars)
+            self._cleanup(run)
         if interrupted:
             # Let the worker die as it would have without us (the strategy expects that).
             signal.raise_signal(interrupted[0])
             raise KeyboardInterrupt()
         final = dict(final or {})
-        for key in ("ansible_job_id", "started", "finished", "results_file", "stdout", "stderr", "stdout_lines",
-                    "stderr_lines", "invocation"):
+        for key in ("stdout", "stderr", "stdout_lines", "stderr_lines", "invocation"):
             final.pop(key, None)
         result.update(final)
         # What following the run cost on the controller (see docs/live_migrate.md).
@@ -174,7 +174,7 @@ class ActionModule(ActionBase):
                                               cpu_s=round(_cpu_seconds() - cpu_start, 3))
         return result
 
-    def _follow(self, jid, async_dir, progress_file, task_vars):
+    def _follow(self, run):
         start = time.monotonic()
         self._polls = {"progress_reads": 0, "status_calls": 0, "seconds": 0.0}
         # So that the first lines come QUIET_FIRST_S into the run, then every PRINT_EVERY_S.
@@ -183,45 +183,35 @@ class ActionModule(ActionBase):
         announced = set()
         alive = _Liveness(start)
         schedule = _schedule()
-        finished_at = None
         while True:
+            before = time.monotonic()
+            final, snapshot, waited = self._wait_and_read(run, next(schedule))
             now = time.monotonic()
-            if finished_at is not None and now - finished_at < FINISHING_FOR_S:
-                # The run is over and the module is returning its result: only the job file is left to read.
-                time.sleep(POLL_FINISHING_S)
-                status = self._status(jid, async_dir, task_vars)
-                self._polls["status_calls"] += 1
-                self._polls["seconds"] += time.monotonic() - now - POLL_FINISHING_S
-                if status.get("finished"):
-                    return status
-                continue
-            time.sleep(next(schedule))
-            now = time.monotonic()
-            snapshot = self._read_progress(progress_file)
-            alive.check(snapshot, now)
             self._polls["progress_reads"] += 1
+            self._polls["seconds"] += max(0.0, now - before - waited)
+            if final is not None:
+                if snapshot:
+                    self._show(snapshot, now - start, last_print, announced)
+                return final
+            alive.check(snapshot, now)
             display.vvvv("live_migrate: progress read in %.3f s, written %.1f s ago" % (
-                time.monotonic() - now, time.time() - (snapshot or {}).get("updated", 0)))
+                now - before - waited, time.time() - (snapshot or {}).get("updated", 0)))
             if snapshot:
                 last_print = self._show(snapshot, now - start, last_print, announced)
-            # A missing file means the module has not started yet, or died before writing it; a file not
-            # rewritten for STATUS_EVERY_S means the module may have died. Otherwise no module runs while polling.
+            # A missing progress file means the module's process has not written it yet, or died; one not
+            # rewritten for STATUS_EVERY_S means it may have died. Only then is the host asked about the process.
             if snapshot is None:
                 due = now - last_status >= MISSING_STATUS_EVERY_S
             else:
                 stale = time.time() - snapshot.get("updated", 0) >= STATUS_EVERY_S
                 due = stale and now - last_status >= STATUS_EVERY_S
-            if (snapshot and snapshot.get("finished")) or due:
+            if due:
                 last_status = now
-                status = self._status(jid, async_dir, task_vars)
                 self._polls["status_calls"] += 1
-                self._polls["seconds"] += time.monotonic() - now
-                if status.get("finished"):
-                    return status
-                if snapshot and snapshot.get("finished") and finished_at is None:
-                    finished_at = now
-            else:
-                self._polls["seconds"] += time.monotonic() - now
+                if not self._still_running(run):
+                    # It may have written its result just before it ended.
+                    final, _snapshot, _waited = self._wait_and_read(run, 0)
+                    return final if final is not None else _died(run)
 
     def _show(self, snapshot, elapsed, last_print, announced):
         source, destination = snapshot.get("source"), snapshot.get("destination")
@@ -246,28 +236,39 @@ class ActionModule(ActionBase):
             display.display(line)
         return elapsed if periodic and lines else last_print
 
-    def _read_progress(self, path):
+    def _wait_and_read(self, run, wait_s):
+        """(final result or None, progress snapshot, seconds waited on the host) in one raw command: wait on the
+        host for at most wait_s for the result file, then print the progress file (one line of JSON) and the result
+        file if there is one. The snapshot is None when the progress file is missing, {} when it cannot be parsed."""
+        steps = int(round(wait_s / WAIT_STEP_S))
+        result_file, progress_file = shlex.quote(run.result_file), shlex.quote(run.progress_file)
+        command = ("i=0; while [ $i -lt %d ] && [ ! -e %s ]; do sleep %s || break; i=$((i+1)); done; echo $i; "
+                   "if [ -e %s ]; then echo result; else echo progress; fi; cat %s 2>/dev/null; echo; cat %s 2>/dev/null"
+                   % (steps, result_file, WAIT_STEP_S, result_file, progress_file, result_file))
         # A raw command on the open connection: no module, no Python start-up on the host.
-        res = self._low_level_execute_command("cat %s 2>/dev/null" % shlex.quote(path), sudoable=True)
-        if res.get("rc") != 0 or not res.get("stdout"):
-            return {} if res.get("rc") == 0 else None
-        try:
-            return json.loads(res["stdout"])
-        except ValueError:
-            return {}
+        res = self._low_level_execute_command(command, sudoable=True)
+        lines = (res.get("stdout") or "").split("\n", 3)
+        if len(lines) < 3 or not lines[0].strip().isdigit():
+            return None, None, 0.0
+        waited = int(lines[0].strip()) * WAIT_STEP_S
+        snapshot = None
+        if lines[2].strip():
+            try:
+                snapshot = json.loads(lines[2])
+            except ValueError:
+                snapshot = {}
+        if lines[1].strip() == "result":
+            # The last progress snapshot goes with it: it announces the VMs that ended since the previous read.
+            return _parse_result(lines[3] if len(lines) > 3 else ""), snapshot, waited
+        return None, snapshot, waited
 
-    def _status(self, jid, async_dir, task_vars):
-        # The job file holds the module's result once it ends: read it as async_status would, with a raw command
-        # on the open connection instead of a module run (about half a second less here). async_status is asked
-        # only when the file cannot be read, and says why.
-        status = self._read_job_file(jid, async_dir)
-        if status is not None:
-            return status
-        return self._execute_module(module_name="ansible.builtin.async_status",
-                                    module_args={"jid": jid, "mode": "status", "_async_dir": async_dir},
-                                    task_vars=task_vars, wrap_async=False)
+    def _still_running(self, run):
+        res = self._low_level_execute_command("kill -0 %d 2>/dev/null && echo running || echo gone" % run.pid,
+                                              sudoable=True)
+        # When the answer cannot be had, the process is taken to live: the liveness deadline still applies.
+        return "gone" not in (res.get("stdout") or "")
 
-    def _abort(self, args, task_vars, jid, async_dir):
+    def _abort(self, args, task_vars, run):
         abort_args = {key: args[key] for key in ("uri", "name", "names") if args.get(key)}
         if args.get("moves"):
             abort_args["names"] = [move.get("name") for move in args["moves"] if isinstance(move, dict)]
@@ -277,36 +278,20 @@ class ActionModule(ActionBase):
             display.warning("live_migrate: abort: %s" % aborted.get("msg"))
             deadline = time.monotonic() + ABORT_WAIT_S
             while time.monotonic() < deadline:
-                status = self._status(jid, async_dir, task_vars)
-                if status.get("finished"):
-                    for entry in status.get("migrations") or []:
+                final, _snapshot, _waited = self._wait_and_read(run, 1.0)
+                if final is None and not self._still_running(run):
+                    final = _died(run)
+                if final is not None:
+                    for entry in final.get("migrations") or []:
                         detail = ": %s" % entry["error"] if entry.get("error") else ""
                         display.warning("live_migrate: %s: %s%s" % (entry.get("name"), entry.get("outcome"), detail))
                     return
-                time.sleep(1)
         except Exception as exc:  # noqa: BLE001 - we are already handling an interruption
             display.warning("live_migrate: could not abort the migrations: %s" % exc)
 
-    def _read_job_file(self, jid, async_dir):
-        """async_status's answer from the job file: None when the file is missing or unreadable (then the
-        module is asked, and reports it), {"finished": False} while the job runs or the file is being written."""
-        path = self._connection._shell.join_path(async_dir, jid)
-        res = self._low_level_execute_command("cat %s" % shlex.quote(path), sudoable=True)
-        if res.get("rc") != 0:
-            return None
-        try:
-            data = json.loads(res.get("stdout") or "")
-        except ValueError:
-            return {"finished": False}
-        if not isinstance(data, dict) or "started" in data:
-            return {"finished": False}
-        data.update(finished=True, ansible_job_id=jid)
-        return data
-
-    def _cleanup(self, jid, async_dir, progress_file, task_vars):
-        # One raw command removes the progress file, the job file and the task's temporary directory, where
-        # async_status (cleanup) and _remove_tmp_path would take two more round trips and a module run.
-        paths = [progress_file, progress_file + ".tmp", self._connection._shell.join_path(async_dir, jid)]
+    def _cleanup(self, run):
+        # One raw command removes the progress and result files and the task's temporary directory.
+        paths = [run.progress_file, run.progress_file + ".tmp", run.result_file, run.result_file + ".tmp"]
         tmpdir = self._connection._shell.tmpdir
         remove_tmpdir = self._should_remove_tmp_path(tmpdir)
         command = "rm -f %s" % " ".join(shlex.quote(path) for path in paths)
@@ -320,6 +305,33 @@ class ActionModule(ActionBase):
                 display.vvv("live_migrate: clean-up failed: %s" % res.get("stderr"))
         except Exception as exc:  # noqa: BLE001 - clean-up must not hide the result
             display.vvv("live_migrate: clean-up failed: %s" % exc)
+
+
+class _Run:
+    """The module's detached process on the host: its pid, and the files it writes."""
+
+    def __init__(self, pid, progress_file, result_file):
+        self.pid = pid
+        self.progress_file = progress_file
+        self.result_file = result_file
+
+
+def _parse_result(text):
+    """The module's final output as written in the result file (JSON, after whatever the host printed first)."""
+    start = text.find("{")
+    try:
+        data = json.loads(text[start:]) if start >= 0 else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return {"failed": True, "msg": "the live_migrate result on the host cannot be read (%r): check where each VM"
+                " runs (hvmaint.libvirt.vm_locate) before rerunning" % text[:200]}
+    return data
+
+
+def _died(run):
+    return {"failed": True, "msg": "the live_migrate process %d on the host ended without a result: check where each"
+            " VM runs (hvmaint.libvirt.vm_locate) before rerunning" % run.pid}
 
 
 class _Liveness:
@@ -338,7 +350,7 @@ class _Liveness:
         if now - self.last_sign >= SILENT_GIVE_UP_S:
             raise _LostTouch("no sign of the live_migrate module for %.0f s (its progress file was not rewritten)"
                              % (now - self.last_sign))
-        if now - self.start >= ASYNC_BACKSTOP_S:
+        if now - self.start >= RUN_BACKSTOP_S:
             raise _LostTouch("the live_migrate module still runs after %.0f s" % (now - self.start))
 
 

@@ -326,6 +326,13 @@ options:
     description:
       - Internal, set by the action plugin. Path on the source host where the module writes its progress as JSON.
     type: path
+  result_file:
+    description:
+      - Internal, set by the action plugin. When given (with O(state=migrated), outside check mode), the module
+        answers at once with the process id of a detached process that runs the migrations and writes the
+        module's final result to this path on the source host.
+    type: path
+    version_added: 0.2.0
 notes:
   - Needs libvirt-python on the host the module runs on (C(python3-libvirt) on Debian and EL).
   - Only running (or paused) persistent VMs move; offline migration is not done by this module.
@@ -344,7 +351,8 @@ attributes:
   action:
     description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
     support: full
-    details: The action plugin runs the module asynchronously to print progress and to abort on interruption.
+    details: The action plugin starts the module as a detached run on the host, to print progress and to abort on
+      interruption.
   async:
     description: Supports being used with the C(async) keyword.
     support: full
@@ -574,6 +582,8 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client im
     fail_from,
     require_libvirt,
 )
+from ansible_collections.hvmaint.libvirt.plugins.module_utils import _migration
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.detached import run_detached
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.run import execute
 
 
@@ -605,6 +615,7 @@ def argument_spec():
         )),
         remove_source_copies=dict(type="bool", default=False),
         progress_file=dict(type="path"),
+        result_file=dict(type="path"),
     )
     return spec
 
@@ -634,6 +645,13 @@ def main():
         supports_check_mode=True,
     )
     require_libvirt(module)
+    if module.params.get("result_file") and module.params["state"] == "migrated" and not module.check_mode:
+        # The action plugin follows the run through the progress and result files.
+        run_detached(module, _migration, _migrate)
+    _migrate(module)
+
+
+def _migrate(module):
     try:
         result = execute(module.params, check_mode=module.check_mode, on_start=_abort_on_signals)
     except HvmaintError as exc:

@@ -6,6 +6,11 @@ tests/integration/test_live_migrate.py::test_progress_lines_in_playbook_output m
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import threading
+
 import pytest
 
 from ansible_collections.hvmaint.libvirt.plugins.action import live_migrate as action
@@ -60,36 +65,79 @@ def test_follow_loop_gives_up_on_a_silent_module():
 def test_follow_loop_has_an_overall_deadline():
     alive = action._Liveness(start=0.0)
     with pytest.raises(action._LostTouch, match="still runs after"):
-        for tick in range(0, int(action.ASYNC_BACKSTOP_S) + 60, 60):
+        for tick in range(0, int(action.RUN_BACKSTOP_S) + 60, 60):
             alive.check({"updated": float(tick)}, float(tick))
 
 
-class _Follower:
-    """The plugin's polling loop with the host replaced by a script of answers and a clock that only sleeps."""
+class _Host:
+    """The plugin's raw commands run by /bin/sh on this machine, as the connection runs them on the host."""
 
-    _follow = action.ActionModule._follow
-    _show = action.ActionModule._show
+    def __init__(self):
+        self.commands = []
 
-    def __init__(self, progress, statuses, clock):
-        self.progress, self.statuses, self.clock = list(progress), list(statuses), clock
-
-    def _read_progress(self, _path):
-        return self.progress.pop(0) if len(self.progress) > 1 else self.progress[0]
-
-    def _status(self, _jid, _dir, _vars):
-        return self.statuses.pop(0)
+    def __call__(self, command, sudoable=True):
+        self.commands.append(command)
+        done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=60, check=False)
+        return {"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
 
-def test_the_result_is_read_at_once_when_the_run_ends(monkeypatch, printed):
-    clock = {"now": 0.0}
-    monkeypatch.setattr(action.time, "monotonic", lambda: clock["now"])
-    monkeypatch.setattr(action.time, "sleep", lambda s: clock.__setitem__("now", clock["now"] + s))
-    over = {"finished": True, "updated": action.time.time(), "vms": []}
-    # The progress file says the run is over one steady period in, the job file has the result shortly after.
-    follower = _Follower([snapshot(elapsed_s=0.3), snapshot(elapsed_s=0.8), snapshot(elapsed_s=1.5), over],
-                         [{"finished": False}, {"finished": False}, {"finished": True, "msg": "ok"}], clock)
-    result = follower._follow("jid", "/dir", "/dir/progress", {})
-    assert result["msg"] == "ok"
-    seen_over = sum(action.POLL_SCHEDULE_S) + action.POLL_STEADY_S
-    assert clock["now"] == pytest.approx(seen_over + 2 * action.POLL_FINISHING_S), \
-        "once the run is over the job file is read every POLL_FINISHING_S, not every steady period"
+def _plugin(host):
+    plugin = object.__new__(action.ActionModule)
+    plugin._low_level_execute_command = host
+    return plugin
+
+
+def _write_atomically(path, data):
+    tmp = "%s.tmp" % path
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+@pytest.fixture
+def run(tmp_path):
+    return action._Run(os.getpid(), str(tmp_path / "progress.json"), str(tmp_path / "result.json"))
+
+
+def test_a_read_waits_on_the_host_for_the_result_then_returns_both_files(run):
+    plugin = _plugin(_Host())
+    final, snap, waited = plugin._wait_and_read(run, 0.3)
+    assert (final, snap, waited) == (None, None, pytest.approx(0.3)), "nothing written yet: the whole wait, no file"
+    _write_atomically(run.progress_file, json.dumps(snapshot(elapsed_s=1.0)))
+    final, snap, waited = plugin._wait_and_read(run, 0.2)
+    assert final is None and snap["vms"][0]["elapsed_s"] == 1.0 and waited == pytest.approx(0.2)
+    # The module's output as exit_json prints it (a blank line first), and the last progress beside it.
+    _write_atomically(run.progress_file, json.dumps(snapshot(status="migrated", elapsed_s=3.0)))
+    _write_atomically(run.result_file, "\n" + json.dumps({"changed": True, "msg": "hv1 -> hv2: 1 migrated"}))
+    final, snap, waited = plugin._wait_and_read(run, 5.0)
+    assert final == {"changed": True, "msg": "hv1 -> hv2: 1 migrated"} and waited == 0.0
+    assert snap["vms"][0]["status"] == "migrated"
+
+
+def test_the_run_is_followed_to_its_result_as_soon_as_it_is_written(run):
+    _write_atomically(run.progress_file, json.dumps(dict(snapshot(elapsed_s=0.1), updated=action.time.time())))
+    writer = threading.Timer(0.5, _write_atomically, (run.result_file, json.dumps({"changed": True, "msg": "done"})))
+    writer.start()
+    host = _Host()
+    try:
+        result = _plugin(host)._follow(run)
+    finally:
+        writer.join()
+    assert result == {"changed": True, "msg": "done"}
+    # Read while it ran, then the read that found the result: no steady period lost, no second command for it.
+    assert 1 <= len(host.commands) <= 3
+
+
+def test_a_run_whose_process_died_without_a_result_fails(run, monkeypatch):
+    monkeypatch.setattr(action, "MISSING_STATUS_EVERY_S", 0.2)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    run.pid = gone.pid
+    result = _plugin(_Host())._follow(run)
+    assert result["failed"] is True
+    assert "ended without a result" in result["msg"] and "vm_locate" in result["msg"]
+
+
+def test_an_unreadable_result_fails_rather_than_passing_for_success():
+    result = action._parse_result("Traceback (most recent call last): ...")
+    assert result["failed"] is True and "cannot be read" in result["msg"]
