@@ -100,8 +100,8 @@ def run_detached(module, package, work):
     with os.fdopen(ready_read, "rb") as ready:
         answer = ready.read().decode("ascii", "replace").strip()
     if not answer.isdigit():
-        module.fail_json(msg="live_migrate could not start on the host: %s" % (answer or "no answer from the"
-                                                                                 " detached process"))
+        why = answer or "no answer from the detached process"
+        module.fail_json(msg="live_migrate could not start on the host: %s" % why)
     module.exit_json(changed=False, started=True, pid=int(answer), result_file=result_file,
                      progress_file=module.params.get("progress_file"))
 
