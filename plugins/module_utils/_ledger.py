@@ -140,12 +140,14 @@ def entries_from_migrations(migrations, tiers=None, operation=None, job=None, no
             "faulted": migration.get("faulted"),
             # Seconds from the start until the VM ran on the destination: the engine frees the move's slot then,
             # so the next plans learn how much of a move holds a slot.
-            "switchover_s": _switchover_s(migration),
+            "switchover_s": switchover_s(migration),
         })
     return entries
 
 
-def _switchover_s(migration):
+def switchover_s(migration):
+    """Seconds from a migration's start until the VM ran on its destination (live_migrate's result), or None.
+    The ledger and the VM's own history (_migration/history.py) both record it."""
     started, switched = migration.get("started_at"), migration.get("switched_over_at")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (started, switched)):
         return None

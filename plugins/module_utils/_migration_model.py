@@ -121,7 +121,8 @@ def observations_from_metadata(vm_name, metadata):
         found.append(observation(vm_name, move["from"], move["to"], seconds, _number(move.get("data_bytes")),
                                  move.get("downtime_ms"), _number(move.get("downtime_limit_ms")),
                                  _flag(move.get("postcopy")), _flag(move.get("escalated")), None, move.get("at"),
-                                 _number(move.get("bandwidth_limit_mib_s")), _flag(move.get("faulted"))))
+                                 _number(move.get("bandwidth_limit_mib_s")), _flag(move.get("faulted")),
+                                 _number(move.get("switchover_s"))))
     return found
 
 

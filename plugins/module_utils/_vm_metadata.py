@@ -36,8 +36,9 @@ SIMPLE_FIELDS = ("home", "tier", "group", "parked")
 # downtime_limit_ms, escalated and postcopy: the policy a migration finally needed (when it needed escalation),
 # where live_migrate starts the VM's next migration. bandwidth_limit_mib_s and faulted: why the move's time is not
 # learned from (a throttled or faulted move; _migration_model.not_representative).
+# switchover_s: when the VM ran on the destination, for the next plans' slot times (_migration_model).
 _MOVE_ATTRIBUTES = ("at", "from", "to", "outcome", "seconds", "downtime_ms", "data_bytes", "by", "downtime_limit_ms",
-                    "escalated", "postcopy", "bandwidth_limit_mib_s", "faulted")
+                    "escalated", "postcopy", "bandwidth_limit_mib_s", "faulted", "switchover_s")
 
 
 def _true(text):
@@ -45,7 +46,7 @@ def _true(text):
 
 
 _NUMERIC = {"seconds": float, "downtime_ms": int, "data_bytes": int, "downtime_limit_ms": int, "escalated": _true,
-            "postcopy": _true, "bandwidth_limit_mib_s": int, "faulted": _true}
+            "postcopy": _true, "bandwidth_limit_mib_s": int, "faulted": _true, "switchover_s": float}
 
 
 def _q(tag):

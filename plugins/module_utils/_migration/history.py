@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._ledger import switchover_s
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import libvirt
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._migration.results import MIGRATED, faulted
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._vm_metadata import with_move, write_domain_metadata
@@ -26,6 +27,8 @@ class HistoryRecording:
             move["downtime_ms"] = job.result["downtime_ms"]
         if job.result.get("data_transferred_bytes") is not None:
             move["data_bytes"] = job.result["data_transferred_bytes"]
+        if switchover_s(job.result) is not None:
+            move["switchover_s"] = switchover_s(job.result)
         # What makes the move's time unfit to predict the next one from (_migration_model.not_representative).
         if self.policy.bandwidth_mib_s and not plan.offline:
             move["bandwidth_limit_mib_s"] = self.policy.bandwidth_mib_s

@@ -53,3 +53,11 @@ def test_a_plain_move_is_representative(monkeypatch):
 def test_needs_attention_counts_as_a_fault():
     assert faulted({"needs_attention": "on two hosts", "policy_steps": []})
     assert not faulted({"policy_steps": [{"action": "downtime"}]})
+
+
+def test_a_move_records_when_the_vm_ran_on_its_destination(monkeypatch):
+    # A controller without the ledger learns each VM's slot time from its own history (_migration_model).
+    move = recorded_move(monkeypatch, Policy(), started_at=1796211720.29, switched_over_at=1796211721.902)
+    assert move["switchover_s"] == pytest.approx(1.612)
+    assert observations_from_metadata("work1", {"moves": [move]})[0]["switchover_s"] == pytest.approx(1.612)
+    assert "switchover_s" not in recorded_move(monkeypatch, Policy(), started_at=1796211720.29)
