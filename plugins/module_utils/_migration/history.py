@@ -27,8 +27,11 @@ class HistoryRecording:
             move["downtime_ms"] = job.result["downtime_ms"]
         if job.result.get("data_transferred_bytes") is not None:
             move["data_bytes"] = job.result["data_transferred_bytes"]
-        if switchover_s(job.result) is not None:
-            move["switchover_s"] = switchover_s(job.result)
+        # The result's started_at is set once the call has ended, after this record: the job's own start counts.
+        switched = switchover_s({"started_at": job.started_wall,
+                                 "switched_over_at": job.result.get("switched_over_at")})
+        if switched is not None:
+            move["switchover_s"] = switched
         # What makes the move's time unfit to predict the next one from (_migration_model.not_representative).
         if self.policy.bandwidth_mib_s and not plan.offline:
             move["bandwidth_limit_mib_s"] = self.policy.bandwidth_mib_s

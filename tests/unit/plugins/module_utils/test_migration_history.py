@@ -23,7 +23,9 @@ def recorded_move(monkeypatch, policy, steps=(), **result):
     monkeypatch.setattr(history_module, "write_domain_metadata", lambda dom, data: written.update(data))
     recorder = history_module.HistoryRecording()
     recorder.source, recorder.destination, recorder.home, recorder.policy = "hv1", "hv2", None, policy
-    job = types.SimpleNamespace(started=time.monotonic() - 3.0, escalator=Escalator(policy, 60),
+    started_wall = result.pop("started_wall", time.time() - 3.0)
+    job = types.SimpleNamespace(started=time.monotonic() - 3.0, started_wall=started_wall,
+                                escalator=Escalator(policy, 60),
                                 result=dict(base_result("work1", "u1", "hv1", "hv2"), outcome=MIGRATED, **result))
     job.escalator.steps.extend(steps)
     recorder._record(None, types.SimpleNamespace(metadata={}, offline=False), job, MIGRATED, home_if_unset="hv1")
@@ -57,7 +59,8 @@ def test_needs_attention_counts_as_a_fault():
 
 def test_a_move_records_when_the_vm_ran_on_its_destination(monkeypatch):
     # A controller without the ledger learns each VM's slot time from its own history (_migration_model).
-    move = recorded_move(monkeypatch, Policy(), started_at=1796211720.29, switched_over_at=1796211721.902)
+    # As the engine leaves the result when it records the move: switched_over_at set, started_at not yet.
+    move = recorded_move(monkeypatch, Policy(), started_wall=1796211720.29, switched_over_at=1796211721.902)
     assert move["switchover_s"] == pytest.approx(1.612)
     assert observations_from_metadata("work1", {"moves": [move]})[0]["switchover_s"] == pytest.approx(1.612)
-    assert "switchover_s" not in recorded_move(monkeypatch, Policy(), started_at=1796211720.29)
+    assert "switchover_s" not in recorded_move(monkeypatch, Policy(), started_wall=1796211720.29)
