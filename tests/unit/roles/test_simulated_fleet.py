@@ -167,11 +167,16 @@ def test_check_mode_return_preflight_and_report(fleet):
     # Once planned, only the home host and the hosts that send stay in the play: none of the others even skips.
     assert sorted(dry_run) == ["sim%04d" % i for i in range(1, 12)]
     assert "End the play for the hosts that take no part in the return" in report["output"]
-    # fleet_lease's options come from the return's own, checked once: no task validates them again, and every wave
-    # still renews the leases first.
+    # fleet_lease's options come from the return's own, checked once: no task validates them again. Every wave but
+    # the first renews the leases first; the first follows the take of the sending hosts, which takes the home host
+    # again with them.
     ran = [entry["task"] for entry in report["tasks"]]
     assert not [name for name in ran if name.startswith("Validating arguments against arg spec")], ran
-    assert ran.count("Renew every lease this run holds") == len(plan["waves"]) > 1
+    assert ran.count("Renew every lease this run holds") == len(plan["waves"]) - 1 > 0
+    # The last take (task_results keeps it): the home host again, then the sending hosts in order.
+    take = task_results(report, "Take each host for this run, stopping at the first one that another job holds")
+    taken = [item["fleet_lease__item"]["host"] for result in take.values() for item in result["results"]]
+    assert taken == ["sim%04d" % i for i in range(1, 12)], taken
 
     report = run(fleet, "preflight.yml", "-e", "preflight_host=sim0000")
     readiness = next(iter(task_results(report, "Find what would stop or harm each migration").values()))
