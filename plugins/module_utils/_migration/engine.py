@@ -291,6 +291,22 @@ class Migrator(Preflight, Verification, HistoryRecording):
             job.dest_dom = None  # the incoming domain went away (a failed migration): look again
             return False
 
+    def _call_connection(self, job):
+        """(connection, domain) for this job's migrateToURI3: a connection of its own, as each `virsh migrate` of
+        `xargs -P2` has. On one shared connection, concurrent migration calls returned together, the first ones
+        held until the last was done (lab, three idle guests at once: the last call returned after 4.9 s shared,
+        3.9 s on separate connections, median of eight runs each), which kept each wave's end waiting. When no
+        connection of its own can be opened, the shared one serves (connection None)."""
+        try:
+            conn = open_connection(self.source_uri)
+        except HvmaintError:
+            return None, job.plan.dom
+        try:
+            return conn, conn.lookupByUUIDString(job.plan.uuid)
+        except libvirt.libvirtError:
+            close_quietly(conn)
+            return None, job.plan.dom
+
     def _migrate(self, job, wake):
         plan = job.plan
         try:
@@ -300,9 +316,13 @@ class Migrator(Preflight, Verification, HistoryRecording):
                 if not plan.offline:
                     plan.dom.migrateSetMaxDowntime(job.escalator.downtime_ms, 0)
                     job.progress["downtime_limit_ms"] = job.escalator.downtime_ms
-                api_start = time.monotonic()
-                job.timings["before_api_s"] = api_start - job.started
-                plan.dom.migrateToURI3(self.destination_uri, job.params, job.flags)
+                call_conn, call_dom = self._call_connection(job)
+                try:
+                    api_start = time.monotonic()
+                    job.timings["before_api_s"] = api_start - job.started
+                    call_dom.migrateToURI3(self.destination_uri, job.params, job.flags)
+                finally:
+                    close_quietly(call_conn)
                 job.api_returned = time.monotonic()
                 job.timings["api_s"] = job.api_returned - api_start
                 self._after_success(job)
