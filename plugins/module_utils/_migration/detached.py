@@ -8,8 +8,8 @@ two file transfers, a chmod and a second Python start on the host (about 1.3 s o
 first migration). A detached run is one pipelined module run, as a synchronous module is.
 
 The module's code comes from a zip that Ansible's wrapper deletes as soon as the module's first process exits,
-so the detached process imports every module of that zip before the first process is allowed to exit: nothing
-it runs later (an error path, the final output) can then miss an import.
+so every module of that zip is imported before the fork: nothing the detached process runs later (an error path,
+the final output) can then miss an import.
 """
 
 from __future__ import annotations
@@ -29,14 +29,19 @@ def _payload_modules(package):
     if not archive:
         return []
     names = []
-    with zipfile.ZipFile(archive) as payload:
-        for member in payload.namelist():
-            if not member.endswith(".py") or member == "sitecustomize.py" or member.startswith("__main__"):
-                continue
-            name = member[:-3].replace("/", ".")
-            if name.endswith(".__init__"):
-                name = name[:-len(".__init__")]
-            names.append(name)
+    try:
+        with zipfile.ZipFile(archive) as payload:
+            members = payload.namelist()
+    except (OSError, zipfile.BadZipFile):
+        # Another way of shipping modules than this Ansible's: nothing to list, the run does without.
+        return []
+    for member in members:
+        if not member.endswith(".py") or member == "sitecustomize.py" or member.startswith("__main__"):
+            continue
+        name = member[:-3].replace("/", ".")
+        if name.endswith(".__init__"):
+            name = name[:-len(".__init__")]
+        names.append(name)
     return names
 
 
@@ -91,6 +96,8 @@ def run_detached(module, package, work):
     directory = os.path.dirname(result_file)
     if directory:
         os.makedirs(directory, mode=0o700, exist_ok=True)
+    # Before the fork: the detached process inherits what is imported, and the zip is still there for certain.
+    import_payload(package)
     ready_read, ready_write = os.pipe()
     child = os.fork()
     if child == 0:
@@ -114,7 +121,6 @@ def _detached_child(module, package, work, result_file, ready_read, ready_write)
         if os.fork() != 0:
             os._exit(0)
         os.chdir("/")
-        import_payload(package)
         _detach_standard_streams(result_file + RESULT_TMP_SUFFIX)
     except BaseException as exc:  # noqa: BLE001 - reported to the first process, which fails the module
         os.write(ready_write, ("%s" % exc).encode("utf-8", "replace") or b"error")

@@ -111,3 +111,13 @@ def test_every_module_of_the_payload_is_imported_before_the_zip_goes(tmp_path, m
 
 def test_a_package_not_from_a_zip_has_nothing_to_import():
     assert detached._payload_modules(json) == []
+
+
+def test_a_zip_that_cannot_be_read_lists_nothing(tmp_path):
+    class Loader:
+        archive = str(tmp_path / "gone.zip")
+
+    class Package:
+        __loader__ = Loader()
+
+    assert detached._payload_modules(Package) == []
