@@ -239,12 +239,7 @@ class Migrator(Preflight, Verification, HistoryRecording):
 
         The watcher talks to the source over its own connection, as `virsh domjobinfo` would from another
         terminal, so that none of its calls waits behind the long migrateToURI3 call on the shared one."""
-        conn = None
-        try:
-            conn = open_connection(self.source_uri)
-            job.watch_dom = conn.lookupByUUIDString(job.plan.uuid)
-        except (HvmaintError, libvirt.libvirtError):
-            job.watch_dom = None  # the shared connection serves
+        conn, job.watch_dom = self._own_source_connection(job)  # without one, the shared connection serves
         try:
             interval = FIRST_POLL_S
             while not job.done.wait(interval):
@@ -291,21 +286,27 @@ class Migrator(Preflight, Verification, HistoryRecording):
             job.dest_dom = None  # the incoming domain went away (a failed migration): look again
             return False
 
+    def _own_source_connection(self, job):
+        """(connection, domain) of the job's VM on a source connection of its own, or (None, None) when none can be
+        opened or it cannot see the VM: the caller then uses the shared connection."""
+        try:
+            conn = open_connection(self.source_uri)
+        except HvmaintError:
+            return None, None
+        try:
+            return conn, conn.lookupByUUIDString(job.plan.uuid)
+        except libvirt.libvirtError:
+            close_quietly(conn)
+            return None, None
+
     def _call_connection(self, job):
         """(connection, domain) for this job's migrateToURI3: a connection of its own, as each `virsh migrate` of
         `xargs -P2` has. On one shared connection, concurrent migration calls returned together, the first ones
         held until the last was done (lab, three idle guests at once: the last call returned after 4.9 s shared,
         3.9 s on separate connections, median of eight runs each), which kept each wave's end waiting. When no
-        connection of its own can be opened, the shared one serves (connection None)."""
-        try:
-            conn = open_connection(self.source_uri)
-        except HvmaintError:
-            return None, job.plan.dom
-        try:
-            return conn, conn.lookupByUUIDString(job.plan.uuid)
-        except libvirt.libvirtError:
-            close_quietly(conn)
-            return None, job.plan.dom
+        connection of its own can be had, the shared one serves (connection None)."""
+        conn, dom = self._own_source_connection(job)
+        return conn, dom if conn is not None else job.plan.dom
 
     def _migrate(self, job, wake):
         plan = job.plan
