@@ -29,6 +29,46 @@ def in_controller_process(connection, play_context, task):
             and not any(task.environment or []))
 
 
+class InControllerProcessAction(ActionBase):
+    """A module the roles delegate to the controller (the ledger, the report), run in the controller's own worker
+    when in_controller_process() allows it, else as a module as usual. Subclasses name the module's argument spec,
+    the work (`work(params, check_mode)`, shared with the module), the errors it raises and the result fields of a
+    failure."""
+
+    _supports_check_mode = True
+    REQUIRED_IF = None
+    ERRORS = ()
+
+    @staticmethod
+    def argument_spec():
+        raise NotImplementedError
+
+    @staticmethod
+    def work(params, check_mode):
+        raise NotImplementedError
+
+    @staticmethod
+    def failure(params, exc):
+        raise NotImplementedError
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        if not in_controller_process(self._connection, self._play_context, self._task):
+            result.update(self._execute_module(module_args=dict(self._task.args), task_vars=task_vars))
+            return result
+        validated = ArgumentSpecValidator(self.argument_spec(), required_if=self.REQUIRED_IF).validate(
+            dict(self._task.args))
+        if validated.error_messages:
+            return dict(result, failed=True, msg="; ".join(validated.error_messages))
+        params = validated.validated_parameters
+        try:
+            result.update(self.work(params, self._task.check_mode))
+        except self.ERRORS as exc:
+            return dict(result, failed=True, **self.failure(params, exc))
+        return result
+
+
 def play_fleet(task_vars, templar):
     """The facts that the role fleet_facts read on the play's hosts."""
     return Fleet(task_vars.get("ansible_play_hosts") or [], task_vars["hostvars"].raw_get, template=templar.template)
