@@ -21,9 +21,10 @@ description:
   - The roles M(hvmaint.libvirt.drain_host) and M(hvmaint.libvirt.return_host) take the drained or home host
     and every host VMs move to or from before their first change, renew the leases before every wave, and
     release them at the end, also when they fail.
-  - The module must run on the hypervisor (it does not use libvirt).
+  - The module must run on the hypervisor. It uses libvirt only for O(read_facts).
 author: hvmaint.libvirt maintainers (@hvmaint)
 extends_documentation_fragment:
+  - hvmaint.libvirt.connection
   - hvmaint.libvirt.attributes
 attributes:
   check_mode:
@@ -98,6 +99,15 @@ options:
       - Where the maintenance mark is kept on the host (for O(refuse_marked)).
     type: path
     default: /var/lib/libvirt/hvmaint/maintenance.json
+  read_facts:
+    description:
+      - With O(state=absent), first read the host's facts, as M(hvmaint.libvirt.hypervisor_info) does, and return
+        them as RV(hypervisor), with the lease as it is after the release. The job's last look at the host is taken
+        while it still holds it, in the same module run as the release. The roles verify the drained host and
+        write their report from it, one module run fewer per host.
+      - The lease is released even when the facts cannot be read; RV(facts_error) then says why.
+    type: bool
+    default: false
 seealso:
   - module: hvmaint.libvirt.maintenance_mode
 """
@@ -141,10 +151,25 @@ holder:
   description: On a refusal, the lease of the job that holds the host.
   returned: failed
   type: dict
+hypervisor:
+  description: The host's facts (the shape of M(hvmaint.libvirt.hypervisor_info)'s RV(hypervisor)), read just before the release.
+  returned: with O(read_facts), when they could be read
+  type: dict
+facts_error:
+  description: Why the facts could not be read (the lease was released all the same).
+  returned: with O(read_facts), when they could not be read
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._hypervisor_facts import gather
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import (
+    CONNECTION_ARGUMENT_SPEC,
+    Connection,
+    HvmaintError,
+    libvirt,
+)
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._lease import (
     DEFAULT_LEASE_PATH,
     DEFAULT_LEASE_TTL,
@@ -159,6 +184,7 @@ from ansible_collections.hvmaint.libvirt.plugins.module_utils._maintenance impor
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            CONNECTION_ARGUMENT_SPEC,
             state=dict(type="str", choices=["present", "absent"], default="present"),
             job=dict(type="str", required=True),
             by=dict(type="str"),
@@ -171,12 +197,17 @@ def main():
             break_job=dict(type="str"),
             path=dict(type="path", default=DEFAULT_LEASE_PATH),
             mark_path=dict(type="path", default=DEFAULT_MARK_PATH),
+            read_facts=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
     params = module.params
+    facts = None
     try:
         if params["state"] == "absent":
+            # Read before the release: what the job leaves is seen while no other job can have started on it.
+            if params["read_facts"]:
+                facts = _read_facts(params["uri"])
             result = release(params["job"], params["path"], check_mode=module.check_mode)
         else:
             result = acquire(params["job"], params["by"], params["operation"], params["subject"], params["role"],
@@ -189,11 +220,27 @@ def main():
         module.fail_json(msg=str(exc))
     except OSError as exc:
         module.fail_json(msg="cannot change the lease at %s: %s" % (params["path"], exc))
+    if isinstance(facts, dict):
+        facts["lease"] = result["lease"]
+        result["hypervisor"] = facts
+    elif facts is not None:
+        result["facts_error"] = facts
     if result.pop("broken", None):
         module.warn("broke the lease of job %s as break_job asked" % params["break_job"])
     if module._diff:
         result["diff"] = {"before": {"lease": result["previous"]}, "after": {"lease": result["lease"]}}
     module.exit_json(**result)
+
+
+def _read_facts(uri):
+    """The host's facts, or why they could not be read (a string): the release goes ahead either way."""
+    if libvirt is None:
+        return "libvirt-python is not installed on the host"
+    try:
+        with Connection(uri) as conn:
+            return gather(conn)
+    except (HvmaintError, libvirt.libvirtError) as exc:
+        return str(exc)
 
 
 if __name__ == "__main__":

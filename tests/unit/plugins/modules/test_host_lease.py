@@ -27,3 +27,24 @@ def test_check_mode_and_bad_ttl(tmp_path):
     assert code == 0 and checked["changed"] and not path.exists()
     bad, code = run_module(main, {"job": "4711", "path": str(path), "ttl": 1})
     assert code == 1 and "ttl" in bad["msg"]
+
+
+def test_release_that_cannot_read_the_host_still_gives_it_back(tmp_path):
+    # The roles read each host in the run that gives it back (read_facts): a host whose libvirt cannot be read
+    # must not keep the lease, or it would block every other job until the lease lapses.
+    path = tmp_path / "lease.json"
+    run_module(main, {"job": "4711", "by": "alice", "path": str(path)})
+    # libvirt's test driver has no host memory statistics, so reading its facts fails.
+    released, code = run_module(main, {"job": "4711", "state": "absent", "path": str(path), "read_facts": True,
+                                       "uri": "test:///default"})
+    assert code == 0 and released["changed"] and released["lease"] is None and not path.exists()
+    assert "cannot read the facts of test:///default" in released["facts_error"]
+    assert "hypervisor" not in released
+
+
+def test_release_reads_nothing_unless_asked(tmp_path):
+    path = tmp_path / "lease.json"
+    run_module(main, {"job": "4711", "path": str(path)})
+    released, code = run_module(main, {"job": "4711", "state": "absent", "path": str(path), "uri": "test:///default"})
+    assert code == 0 and released["changed"]
+    assert "hypervisor" not in released and "facts_error" not in released
