@@ -322,6 +322,30 @@ options:
     type: bool
     default: false
     version_added: 0.2.0
+  mark_source:
+    description:
+      - Mark the source host under maintenance, as M(hvmaint.libvirt.maintenance_mode) with V(state=present) does,
+        before anything moves. The mark is set in this module run, so a drain needs no module run of its own for
+        it; the role P(hvmaint.libvirt.drain_host#role) gives it with its first wave.
+      - A mark that cannot be set fails the task before any VM moves. In check mode nothing is written.
+      - The mark is returned as RV(maintenance); a mark that changed makes the task changed.
+    type: dict
+    version_added: 0.2.0
+    suboptions:
+      reason:
+        description: Why the host is under maintenance.
+        type: str
+        default: maintenance
+      by:
+        description: Who marked it (default the login name on the host).
+        type: str
+      job:
+        description: The job that marked it (an AWX job id).
+        type: str
+      path:
+        description: Where the mark is kept on the host.
+        type: path
+        default: /var/lib/libvirt/hvmaint/maintenance.json
   progress_file:
     description:
       - Internal, set by the action plugin. Path on the source host where the module writes its progress as JSON.
@@ -405,6 +429,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+maintenance:
+  description: The source host's maintenance mark after O(mark_source) was applied.
+  returned: with O(mark_source)
+  type: dict
+  sample: {since: "2026-12-02T15:00:00Z", reason: firmware update, by: alice, job: "4711", host: hv1}
 migrations:
   description: One entry per VM, in the order given.
   returned: when O(state=migrated)
@@ -576,6 +605,11 @@ import signal
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._argspec import migration_policy_spec
+from ansible_collections.hvmaint.libvirt.plugins.module_utils._maintenance import (
+    DEFAULT_MARK_PATH,
+    NotAMarkError,
+    apply_mark,
+)
 from ansible_collections.hvmaint.libvirt.plugins.module_utils._libvirt_client import (
     CONNECTION_ARGUMENT_SPEC,
     HvmaintError,
@@ -614,6 +648,12 @@ def argument_spec():
             pools=dict(type="dict"), default_pool=dict(type="str"),
         )),
         remove_source_copies=dict(type="bool", default=False),
+        mark_source=dict(type="dict", options=dict(
+            reason=dict(type="str", default="maintenance"),
+            by=dict(type="str"),
+            job=dict(type="str"),
+            path=dict(type="path", default=DEFAULT_MARK_PATH),
+        )),
         progress_file=dict(type="path"),
         result_file=dict(type="path"),
     )
@@ -645,17 +685,34 @@ def main():
         supports_check_mode=True,
     )
     require_libvirt(module)
+    marked = _mark_source(module)
     if module.params.get("result_file") and module.params["state"] == "migrated" and not module.check_mode:
         # The action plugin follows the run through the progress and result files.
-        run_detached(module, _migration, _migrate)
-    _migrate(module)
+        run_detached(module, _migration, lambda detached: _migrate(detached, marked))
+    _migrate(module, marked)
 
 
-def _migrate(module):
+def _mark_source(module):
+    """Set mark_source's mark before anything moves (before the detached start, so that a mark that cannot be
+    written fails this run at once); its result, or None without mark_source."""
+    mark = module.params.get("mark_source")
+    if not mark:
+        return None
+    try:
+        return apply_mark("present", mark["reason"], mark["by"], mark["path"], check_mode=module.check_mode,
+                          job=mark["job"])
+    except (NotAMarkError, OSError) as exc:
+        module.fail_json(msg="cannot mark the source host under maintenance, so nothing moved: %s" % exc)
+
+
+def _migrate(module, marked=None):
     try:
         result = execute(module.params, check_mode=module.check_mode, on_start=_abort_on_signals)
     except HvmaintError as exc:
         fail_from(module, exc)
+    if marked is not None:
+        result["maintenance"] = marked["maintenance"]
+        result["changed"] = result.get("changed", False) or marked["changed"]
     if result.pop("failed"):
         module.fail_json(**result)
     module.exit_json(**result)

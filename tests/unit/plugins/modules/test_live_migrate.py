@@ -109,3 +109,34 @@ def test_nothing_to_move_still_checks_every_option():
         with pytest.raises(HvmaintError) as refused:
             execute(params(moves=[], **bad))
         assert fragment in str(refused.value)
+
+
+def test_mark_source_marks_the_host_in_the_same_run(tmp_path):
+    # The drain's first wave sets the maintenance mark itself (one module run fewer); with nothing to move the run
+    # still marks, and says so.
+    from .utils import run_module
+
+    path = tmp_path / "maintenance.json"
+    mark = {"reason": "firmware", "by": "alice", "job": "4711", "path": str(path)}
+    checked, code = run_module(live_migrate.main, {"moves": [], "mark_source": mark, "_ansible_check_mode": True})
+    assert code == 0 and checked["changed"] and checked["maintenance"]["reason"] == "firmware"
+    assert not path.exists(), "check mode writes no mark"
+    marked, code = run_module(live_migrate.main, {"moves": [], "mark_source": mark})
+    assert code == 0 and marked["changed"] and marked["migrations"] == []
+    on_host = json.loads(path.read_text())
+    assert (on_host["reason"], on_host["by"], on_host["job"]) == ("firmware", "alice", "4711")
+    again, code = run_module(live_migrate.main, {"moves": [], "mark_source": mark})
+    assert code == 0 and not again["changed"], "a host already marked so is not changed again"
+
+
+def test_a_mark_that_cannot_be_set_fails_before_anything_moves(tmp_path):
+    from .utils import run_module
+
+    other = tmp_path / "notes.txt"
+    other.write_text("not a mark")
+    failed, code = run_module(live_migrate.main, {
+        "moves": [{"name": "vm1", "destination": "hv2"}], "uri": "qemu+tcp://127.0.0.1:1/system",
+        "mark_source": {"path": str(other)}})
+    assert code == 1 and "cannot mark the source host under maintenance, so nothing moved" in failed["msg"]
+    assert "migrations" not in failed
+    assert other.read_text() == "not a mark"
