@@ -202,12 +202,12 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    facts = None
+    facts = facts_error = None
     try:
         if params["state"] == "absent":
             # Read before the release: what the job leaves is seen while no other job can have started on it.
             if params["read_facts"]:
-                facts = _read_facts(params["uri"])
+                facts, facts_error = _read_facts(params["uri"])
             result = release(params["job"], params["path"], check_mode=module.check_mode)
         else:
             result = acquire(params["job"], params["by"], params["operation"], params["subject"], params["role"],
@@ -220,11 +220,11 @@ def main():
         module.fail_json(msg=str(exc))
     except OSError as exc:
         module.fail_json(msg="cannot change the lease at %s: %s" % (params["path"], exc))
-    if isinstance(facts, dict):
+    if facts is not None:
         facts["lease"] = result["lease"]
         result["hypervisor"] = facts
-    elif facts is not None:
-        result["facts_error"] = facts
+    if facts_error is not None:
+        result["facts_error"] = facts_error
     if result.pop("broken", None):
         module.warn("broke the lease of job %s as break_job asked" % params["break_job"])
     if module._diff:
@@ -233,14 +233,14 @@ def main():
 
 
 def _read_facts(uri):
-    """The host's facts, or why they could not be read (a string): the release goes ahead either way."""
+    """(facts, None), or (None, why they could not be read): the release goes ahead either way."""
     if libvirt is None:
-        return "libvirt-python is not installed on the host"
+        return None, "libvirt-python is not installed on the host"
     try:
         with Connection(uri) as conn:
-            return gather(conn)
+            return gather(conn), None
     except (HvmaintError, libvirt.libvirtError) as exc:
-        return str(exc)
+        return None, str(exc)
 
 
 if __name__ == "__main__":
